@@ -1,0 +1,2 @@
+//! Criterion microbenchmarks live in `benches/`; this library holds the
+//! fixtures they share.
