@@ -26,7 +26,9 @@ fn main() {
 fn run() -> Result<()> {
     let mut parser = lexopt::Parser::from_env();
     let subcommand = match parser.next()? {
-        Some(lexopt::Arg::Value(value)) => value.string()?,
+        Some(lexopt::Arg::Value(value)) => value
+            .into_string()
+            .map_err(|raw| anyhow::anyhow!("subcommand is not UTF-8: {raw:?}"))?,
         Some(lexopt::Arg::Long("help")) | Some(lexopt::Arg::Short('h')) => {
             println!("{USAGE}");
             return Ok(());
