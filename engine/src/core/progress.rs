@@ -1,0 +1,221 @@
+//! A leader's view of one follower's log (thesis §3.5 and etcd's
+//! `tracker/progress.go`): the probe / replicate / snapshot state machine
+//! and the in-flight window. Every transition of that state machine is a
+//! method here.
+
+use std::collections::VecDeque;
+
+use super::types::{LogId, LogIndex};
+
+/// How the leader currently replicates to a follower.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum ProgressState {
+    /// Matching point unknown: one append at a time until one succeeds.
+    Probe {
+        /// An append is outstanding; wait for its answer or a heartbeat.
+        paused: bool,
+    },
+    /// Matching point known: stream appends optimistically (pipelining)
+    /// within the in-flight window.
+    Replicate,
+    /// The follower needs entries the leader compacted: stream a snapshot.
+    Snapshot {
+        /// The snapshot being sent.
+        last: LogId,
+        /// Next byte offset to send.
+        sent_bytes: u64,
+        /// Bytes the follower confirmed, contiguous from 0.
+        acked_bytes: u64,
+    },
+}
+
+/// One follower's progress.
+///
+/// Invariant: `match_index < next_index`; the in-flight window holds at
+/// most `inflight_messages_max` messages and (beyond one message) at most
+/// `inflight_bytes_max` bytes.
+#[derive(Clone, Debug)]
+pub(crate) struct Progress {
+    pub(crate) state: ProgressState,
+    /// Highest index known replicated (durably) on the follower.
+    pub(crate) match_index: LogIndex,
+    /// Next index to send.
+    pub(crate) next_index: LogIndex,
+    /// Last index and bytes of each append in flight, oldest first.
+    inflight: VecDeque<(LogIndex, u64)>,
+    inflight_bytes: u64,
+    /// Heard from since the last check-quorum round.
+    pub(crate) recent_active: bool,
+    /// Highest read round the follower acknowledged.
+    pub(crate) read_round: u64,
+}
+
+impl Progress {
+    pub(crate) fn new(next_index: LogIndex) -> Progress {
+        Progress {
+            state: ProgressState::Probe { paused: false },
+            match_index: LogIndex(0),
+            next_index,
+            inflight: VecDeque::new(),
+            inflight_bytes: 0,
+            recent_active: true,
+            read_round: 0,
+        }
+    }
+
+    pub(crate) fn inflight_bytes(&self) -> u64 {
+        self.inflight_bytes
+    }
+
+    /// Whether another append may be sent now.
+    pub(crate) fn can_send(&self, messages_max: usize, bytes_max: u64) -> bool {
+        match self.state {
+            ProgressState::Probe { paused } => !paused,
+            ProgressState::Replicate => {
+                self.inflight.len() < messages_max && self.inflight_bytes < bytes_max
+            }
+            ProgressState::Snapshot { .. } => false,
+        }
+    }
+
+    /// Records an append of entries up to `last` (`bytes` of batches).
+    pub(crate) fn sent(&mut self, first: LogIndex, last: LogIndex, bytes: u64) {
+        match &mut self.state {
+            ProgressState::Probe { paused } => {
+                *paused = true;
+                // The probe asks about the entry before its first batch.
+                self.next_index = first.max(self.match_index.next());
+            }
+            ProgressState::Replicate => {
+                if last >= self.next_index {
+                    self.next_index = last.next();
+                    self.inflight.push_back((last, bytes));
+                    self.inflight_bytes += bytes;
+                }
+            }
+            ProgressState::Snapshot { .. } => {}
+        }
+    }
+
+    /// The follower holds everything up to `index`. Returns whether this
+    /// was news.
+    pub(crate) fn acknowledged(&mut self, index: LogIndex) -> bool {
+        self.recent_active = true;
+        let news = index > self.match_index;
+        if news {
+            self.match_index = index;
+        }
+        self.next_index = self.next_index.max(index.next());
+        while let Some((last, bytes)) = self.inflight.front() {
+            if *last > index {
+                break;
+            }
+            self.inflight_bytes -= bytes;
+            self.inflight.pop_front();
+        }
+        match self.state {
+            ProgressState::Probe { .. } => self.become_replicate(),
+            ProgressState::Snapshot { last, .. } if index >= last.index => {
+                self.become_probe();
+            }
+            _ => {}
+        }
+        news
+    }
+
+    /// The follower refused an append whose previous entry was `rejected`;
+    /// retry from `next` (already computed from the hint). Returns false
+    /// for a stale rejection that changes nothing.
+    pub(crate) fn rejected(&mut self, rejected: LogIndex, next: LogIndex) -> bool {
+        self.recent_active = true;
+        match self.state {
+            ProgressState::Replicate => {
+                if rejected <= self.match_index {
+                    return false;
+                }
+                self.become_probe();
+                self.next_index = next.max(self.match_index.next());
+                true
+            }
+            ProgressState::Probe { .. } => {
+                if rejected != self.next_index.prev() {
+                    return false;
+                }
+                self.next_index = next.max(self.match_index.next()).min(self.next_index);
+                self.state = ProgressState::Probe { paused: false };
+                true
+            }
+            ProgressState::Snapshot { .. } => false,
+        }
+    }
+
+    pub(crate) fn become_probe(&mut self) {
+        self.state = ProgressState::Probe { paused: false };
+        self.next_index = self.match_index.next();
+        self.clear_inflight();
+    }
+
+    fn become_replicate(&mut self) {
+        self.state = ProgressState::Replicate;
+        self.next_index = self.match_index.next();
+        self.clear_inflight();
+    }
+
+    pub(crate) fn become_snapshot(&mut self, last: LogId) {
+        self.state = ProgressState::Snapshot {
+            last,
+            sent_bytes: 0,
+            acked_bytes: 0,
+        };
+        self.clear_inflight();
+    }
+
+    /// A heartbeat interval passed: a paused probe may try again, and a
+    /// snapshot stream restarts from what was acknowledged (chunks may have
+    /// been lost).
+    pub(crate) fn heartbeat(&mut self) {
+        match &mut self.state {
+            ProgressState::Probe { paused } => *paused = false,
+            ProgressState::Snapshot {
+                sent_bytes,
+                acked_bytes,
+                ..
+            } => *sent_bytes = *acked_bytes,
+            ProgressState::Replicate => {}
+        }
+    }
+
+    fn clear_inflight(&mut self) {
+        self.inflight.clear();
+        self.inflight_bytes = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn probe_replicate_window() {
+        let mut p = Progress::new(LogIndex(11));
+        assert!(p.can_send(2, 100));
+        p.sent(LogIndex(11), LogIndex(11), 10);
+        assert!(!p.can_send(2, 100), "probe waits for an answer");
+        assert!(p.rejected(LogIndex(10), LogIndex(5)));
+        assert_eq!(p.next_index, LogIndex(5));
+        assert!(!p.rejected(LogIndex(10), LogIndex(3)), "stale rejection");
+        assert!(p.acknowledged(LogIndex(8)));
+        assert_eq!(p.state, ProgressState::Replicate);
+        p.sent(LogIndex(9), LogIndex(12), 60);
+        p.sent(LogIndex(13), LogIndex(14), 60);
+        assert!(!p.can_send(3, 100), "byte window full");
+        assert!(!p.can_send(2, 1000), "message window full");
+        p.acknowledged(LogIndex(12));
+        assert_eq!(p.inflight_bytes(), 60);
+        assert!(p.can_send(2, 100));
+        assert!(!p.rejected(LogIndex(11), LogIndex(1)), "below match: stale");
+        assert!(p.rejected(LogIndex(14), LogIndex(13)));
+        assert_eq!(p.state, ProgressState::Probe { paused: false });
+        assert_eq!(p.next_index, LogIndex(13));
+    }
+}
