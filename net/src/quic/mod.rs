@@ -297,7 +297,10 @@ async fn accept_one(shared: Arc<Shared>, incoming: quinn::Incoming) {
     let connecting = match incoming.accept() {
         Ok(connecting) => connecting,
         Err(error) => {
-            tracing::debug!(%error, "incoming connection failed");
+            // TLS already failed on the first flight (for example no common
+            // ALPN, that is another protocol version).
+            Counters::add(&shared.counters.peers_rejected, 1);
+            tracing::warn!(%error, "refused connection: TLS handshake failed");
             return;
         }
     };
