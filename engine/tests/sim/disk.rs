@@ -1,0 +1,145 @@
+//! The disk model: the log-writing actions (hard state, truncation, append,
+//! compaction, snapshot install) queue up in order and complete one after
+//! another after a simulated latency. Completion moves them into the durable
+//! image and tells the core. A crash keeps the durable image plus a random
+//! prefix of what was still queued (writes may reach the platter without
+//! their sync being acknowledged), cut at a batch boundary, as a WAL's torn
+//! tail is cut on recovery; everything after is lost.
+
+use std::collections::VecDeque;
+
+use barge::core::{Batch, HardState, LogIndex, Snapshot};
+
+use super::log::{LogError, LogImage};
+use super::rng::Rng;
+
+#[derive(Debug, Clone)]
+pub enum DiskOp {
+    HardState(HardState),
+    Truncate {
+        after: LogIndex,
+    },
+    Append(Vec<Batch>),
+    Compact {
+        up_to: LogIndex,
+    },
+    /// A snapshot from the leader, with the chain hash its state carries.
+    InstallSnapshot(Snapshot, u64),
+}
+
+#[derive(Debug, Clone)]
+pub struct Disk {
+    pub hard_state: HardState,
+    pub log: LogImage,
+    /// The latest snapshot written (created locally or installed), with
+    /// the chain hash of the state it holds.
+    pub snapshot: Option<(Snapshot, u64)>,
+    /// Queued operations with the time each completes.
+    pending: VecDeque<(DiskOp, u64)>,
+    last_due: u64,
+    pub latency_units_max: u64,
+    /// Bound on queued operations; the driver stops feeding inputs to a
+    /// node whose disk is this far behind (backpressure, not growth).
+    pub pending_ops_max: usize,
+}
+
+impl Disk {
+    pub fn new(log: LogImage, latency_units_max: u64) -> Self {
+        Self {
+            hard_state: HardState::default(),
+            log,
+            snapshot: None,
+            pending: VecDeque::new(),
+            last_due: 0,
+            latency_units_max,
+            pending_ops_max: 4096,
+        }
+    }
+
+    /// Queues `op`; returns when it will complete. Completion times never
+    /// go backwards: the device is serial.
+    pub fn submit(&mut self, op: DiskOp, now: u64, rng: &mut Rng) -> u64 {
+        let due = self.last_due.max(now) + rng.range(1, self.latency_units_max.max(1));
+        self.last_due = due;
+        self.pending.push_back((op, due));
+        due
+    }
+
+    pub fn pending_len(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// The next operation due at or before `now`, moved into the durable
+    /// image, and returned so the driver can tell the core.
+    pub fn complete_next(&mut self, now: u64) -> Option<Result<DiskOp, LogError>> {
+        if self.pending.front().is_none_or(|&(_, due)| due > now) {
+            return None;
+        }
+        let (op, _) = self.pending.pop_front()?;
+        Some(self.persist(&op).map(|()| op))
+    }
+
+    fn persist(&mut self, op: &DiskOp) -> Result<(), LogError> {
+        match op {
+            DiskOp::HardState(hard_state) => self.hard_state = *hard_state,
+            DiskOp::Truncate { after } => self.log.truncate_from(after.next())?,
+            DiskOp::Append(batches) => {
+                for batch in batches {
+                    self.log.append(batch)?;
+                }
+            }
+            DiskOp::Compact { up_to } => self.compact(*up_to),
+            DiskOp::InstallSnapshot(snapshot, chain) => {
+                self.log.install_snapshot(snapshot.meta.clone(), *chain);
+                self.snapshot = Some((snapshot.clone(), *chain));
+            }
+        }
+        Ok(())
+    }
+
+    /// Drops log entries covered by the durable snapshot. Compaction is
+    /// optional for the driver, so a request that does not match the
+    /// snapshot held is skipped.
+    fn compact(&mut self, up_to: LogIndex) {
+        if let Some((snapshot, chain)) = &self.snapshot {
+            if snapshot.meta.last.index == up_to {
+                self.log.install_snapshot(snapshot.meta.clone(), *chain);
+            }
+        }
+    }
+
+    /// A snapshot the local state machine created: written at once (the
+    /// application writes it before reporting it to the core).
+    pub fn store_snapshot(&mut self, snapshot: Snapshot, chain: u64) {
+        let newer = self
+            .snapshot
+            .as_ref()
+            .is_none_or(|(held, _)| held.meta.last.index < snapshot.meta.last.index);
+        if newer {
+            self.snapshot = Some((snapshot, chain));
+        }
+    }
+
+    /// A crash: a random prefix of the queue reaches the disk, possibly
+    /// ending inside a multi-batch append; the rest is lost.
+    pub fn crash(&mut self, rng: &mut Rng) -> Result<(), LogError> {
+        let survivors = rng.range(0, self.pending.len() as u64) as usize;
+        let mut queue = std::mem::take(&mut self.pending);
+        self.last_due = 0;
+        for (position, (op, _)) in queue.drain(..).enumerate() {
+            if position > survivors {
+                break;
+            }
+            if position == survivors {
+                // The op in progress: a prefix of its batches may be there.
+                if let DiskOp::Append(batches) = op {
+                    let kept = rng.range(0, batches.len() as u64) as usize;
+                    self.persist(&DiskOp::Append(batches[..kept].to_vec()))?;
+                }
+                break;
+            }
+            self.persist(&op)?;
+        }
+        Ok(())
+    }
+}
