@@ -48,7 +48,15 @@ pub(crate) struct Progress {
     pub(crate) recent_active: bool,
     /// Highest read round the follower acknowledged.
     pub(crate) read_round: u64,
+    /// Heartbeat intervals with appends in flight and no acknowledgement.
+    stalled_heartbeats: u32,
 }
+
+/// Heartbeat intervals without any acknowledgement, appends in flight,
+/// after which the leader assumes they were lost and probes again. The
+/// core has no transport to tell it "unreachable" (etcd's
+/// `ReportUnreachable`), so it infers loss from silence.
+const STALLED_HEARTBEATS_MAX: u32 = 3;
 
 impl Progress {
     pub(crate) fn new(next_index: LogIndex) -> Progress {
@@ -60,6 +68,7 @@ impl Progress {
             inflight_bytes: 0,
             recent_active: true,
             read_round: 0,
+            stalled_heartbeats: 0,
         }
     }
 
@@ -104,6 +113,7 @@ impl Progress {
         let news = index > self.match_index;
         if news {
             self.match_index = index;
+            self.stalled_heartbeats = 0;
         }
         self.next_index = self.next_index.max(index.next());
         while let Some((last, bytes)) = self.inflight.front() {
@@ -181,7 +191,17 @@ impl Progress {
                 acked_bytes,
                 ..
             } => *sent_bytes = *acked_bytes,
-            ProgressState::Replicate => {}
+            ProgressState::Replicate => {
+                if self.inflight.is_empty() {
+                    self.stalled_heartbeats = 0;
+                } else {
+                    self.stalled_heartbeats += 1;
+                    if self.stalled_heartbeats >= STALLED_HEARTBEATS_MAX {
+                        self.stalled_heartbeats = 0;
+                        self.become_probe();
+                    }
+                }
+            }
         }
     }
 

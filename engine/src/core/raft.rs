@@ -317,6 +317,13 @@ impl Raft {
         self.log.last()
     }
 
+    /// The term of entry `index`, if the in-memory log still holds it (or it
+    /// is the snapshot's last entry).
+    #[must_use]
+    pub fn term_at(&self, index: LogIndex) -> Option<Term> {
+        self.log.term_at(index)
+    }
+
     /// The last entry the WAL reported durable.
     #[must_use]
     pub fn durable_log_id(&self) -> LogId {
