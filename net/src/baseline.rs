@@ -34,6 +34,9 @@ pub enum BaselineError {
     Connection(String),
 }
 
+/// Time streamed before the measured window starts.
+pub const WARMUP: Duration = Duration::from_millis(300);
+
 /// What the baseline measured.
 #[derive(Clone, Copy, Debug)]
 pub struct BaselineReport {
@@ -50,7 +53,7 @@ impl BaselineReport {
     }
 }
 
-/// Streams `chunk_bytes`-sized chunks for `duration` from one endpoint to
+/// Streams `chunk_bytes`-sized chunks for [`WARMUP`] + `duration` from one endpoint to
 /// another on loopback, writing up to `write_batch_bytes_max` bytes of chunks
 /// per `write_all_chunks` call, exactly as the transport's writer does.
 ///
@@ -156,6 +159,9 @@ pub async fn run(
         })
     };
 
+    // Let slow start and the windows open before measuring, as the
+    // transport's measurement does.
+    tokio::time::sleep(WARMUP).await;
     let start = Instant::now();
     let before = received.load(Ordering::Relaxed);
     tokio::time::sleep(duration).await;

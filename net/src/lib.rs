@@ -94,6 +94,8 @@ pub mod quic;
 pub mod tls;
 pub mod transport;
 
+/// Re-exported so callers build frames without naming the `bytes` crate.
+pub use bytes::Bytes;
 pub use config::{ClusterId, Config, PeerId, PROTOCOL_VERSION};
 pub use frame::{Frame, FrameDecoder, FrameError, FrameHeader, FrameKind, TrafficClass};
 pub use handshake::{CloseReason, HandshakeError, Hello};
