@@ -1,4 +1,74 @@
 //! `barge-wal`: a segmented write-ahead log on io_uring with group fsync.
 //!
 //! The log stores opaque batch bytes under `(first index, last index, term)`
-//! and a small hard-state record. It knows nothing of Raft.
+//! and a small hard-state record. It knows nothing of Raft: the engine
+//! converts its `LogId` to [`EntryId`] at the boundary.
+//!
+//! # Contract
+//!
+//! - [`Wal::open`] recovers the directory and returns a [`Recovery`]: the
+//!   hard state, first and last entry, and any damaged ranges.
+//! - [`Wal::append`], [`Wal::save_hard_state`] and [`Wal::truncate_suffix`]
+//!   submit and return a sequence number at once (they block only for
+//!   backpressure). The log thread (`barge-wal`) coalesces everything queued
+//!   into one block-aligned write and one `fdatasync`, and then reports
+//!   [`Completion::Durable`] with the highest sequence number covered, on the
+//!   channel from [`Wal::completions`], calling the configured notifier
+//!   after each push. [`Wal::wait_durable`] blocks for the same fact.
+//! - Any failed write or sync poisons the log (fsyncgate): nothing submitted
+//!   after the last durable report is ever reported durable, and every later
+//!   call returns [`WalError::Poisoned`]. Reads keep working.
+//! - [`Wal::read`] returns batches with their effective range (see
+//!   [`StoredBatch::last`]); [`Wal::compact`] drops whole segments below an
+//!   index.
+//!
+//! The on-disk format and what recovery does after each kind of crash are in
+//! [`format`]. Faults for tests and simulation come from [`FaultDisk`].
+//! Threads: `barge-wal` (writes) and `barge-wal-prep` (zero-fills the next
+//! segment off the hot path).
+//!
+//! # Example
+//!
+//! ```
+//! use barge_wal::{Backend, HardState, Wal, WalConfig};
+//! use bytes::Bytes;
+//!
+//! let dir = tempfile::tempdir()?;
+//! let config = WalConfig { segment_bytes: 1 << 20, backend: Backend::Blocking, ..WalConfig::default() };
+//! let (wal, recovery) = Wal::open(dir.path(), config)?;
+//! assert_eq!(recovery.last, None);
+//! wal.append(1, 3, 1, Bytes::from_static(b"three entries"))?;
+//! let hard_state = wal.save_hard_state(HardState { term: 1, vote: Some(2), commit: 0 })?;
+//! let durable = wal.wait_durable(hard_state)?;
+//! assert_eq!(durable.last.map(|last| last.index), Some(3));
+//! wal.shutdown()?;
+//!
+//! let (wal, recovery) = Wal::open(dir.path(), WalConfig { backend: Backend::Blocking, ..WalConfig::default() })?;
+//! assert_eq!(recovery.hard_state.vote, Some(2));
+//! assert_eq!(wal.read(1..=3, usize::MAX)?[0].payload, Bytes::from_static(b"three entries"));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+pub mod baseline;
+mod config;
+mod disk;
+mod engine;
+mod error;
+mod fault;
+pub mod format;
+mod index;
+mod metrics;
+mod recovery;
+mod shared;
+mod sys;
+mod types;
+mod wal;
+mod writer;
+
+pub use config::{Backend, Notifier, WalConfig};
+pub use error::WalError;
+pub use fault::{Fault, FaultDisk, FaultError, FaultOperation, SECTOR_BYTES};
+pub use metrics::Metrics;
+pub use recovery::{Damage, Recovery};
+pub use types::{Completion, Durable, EntryId, HardState, StoredBatch};
+pub use wal::Wal;

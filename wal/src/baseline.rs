@@ -1,0 +1,1 @@
+//! Raw io_uring baseline: O_DIRECT write + fdatasync loop (filled below).

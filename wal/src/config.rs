@@ -1,0 +1,86 @@
+//! Configuration of the log.
+
+use crate::FaultDisk;
+
+/// How group writes reach the disk.
+#[derive(Clone, Debug, Default)]
+pub enum Backend {
+    /// io_uring, O_DIRECT, linked write→fdatasync, several writes in flight.
+    /// Falls back to [`Backend::Blocking`] with a logged warning if the ring
+    /// cannot be set up (for example under Docker's default seccomp) or the
+    /// file system refuses O_DIRECT.
+    #[default]
+    Uring,
+    /// Buffered `pwrite` then `fdatasync` on the log thread, one group at a
+    /// time (group commit still coalesces everything queued meanwhile).
+    Blocking,
+    /// The in-memory fault-injecting disk; the directory argument of
+    /// [`crate::Wal::open`] only names it in messages.
+    Fault(FaultDisk),
+}
+
+/// Called by the log thread after it pushes a completion, so an async
+/// runtime can be woken without polling. Must be quick and must not call
+/// back into the log.
+pub type Notifier = Box<dyn Fn() + Send + Sync>;
+
+/// Every bound of the log, with its unit last.
+pub struct WalConfig {
+    /// Size of each segment file. Rounded up to 4 KiB; at least 64 KiB.
+    pub segment_bytes: u64,
+    /// Bytes of submitted-but-unwritten payload beyond which `append` blocks
+    /// (backpressure).
+    pub queued_bytes_max: usize,
+    /// Largest single coalesced write (the size of each aligned buffer). A
+    /// batch must fit in one write with its headers.
+    pub write_bytes_max: usize,
+    /// Durable payload bytes kept in memory for reads of the recent tail
+    /// (payloads not yet durable are always kept, bounded by
+    /// `queued_bytes_max` and the writes in flight).
+    pub tail_cache_bytes_max: usize,
+    /// Group writes in flight at once (io_uring only; the blocking backend
+    /// has one). 2 keeps one fdatasync running while the next write starts.
+    pub inflight_writes_max: usize,
+    /// Capacity of the completion channel. Completions are cumulative, so
+    /// when it is full the oldest is dropped.
+    pub completion_queue_max: usize,
+    /// Retired segments kept as spares for reuse instead of being deleted.
+    pub spare_segments_max: usize,
+    /// Write backend.
+    pub backend: Backend,
+    /// Optional wake-up hook run after each completion is pushed.
+    pub notifier: Option<Notifier>,
+}
+
+impl Default for WalConfig {
+    fn default() -> Self {
+        WalConfig {
+            segment_bytes: 64 << 20,
+            queued_bytes_max: 64 << 20,
+            write_bytes_max: 8 << 20,
+            tail_cache_bytes_max: 64 << 20,
+            inflight_writes_max: 2,
+            completion_queue_max: 1024,
+            spare_segments_max: 2,
+            backend: Backend::Uring,
+            notifier: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for WalConfig {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("WalConfig")
+            .field("segment_bytes", &self.segment_bytes)
+            .field("queued_bytes_max", &self.queued_bytes_max)
+            .field("write_bytes_max", &self.write_bytes_max)
+            .field("tail_cache_bytes_max", &self.tail_cache_bytes_max)
+            .field("inflight_writes_max", &self.inflight_writes_max)
+            .field("completion_queue_max", &self.completion_queue_max)
+            .field("spare_segments_max", &self.spare_segments_max)
+            .field("backend", &self.backend)
+            .field("notifier", &self.notifier.is_some())
+            .finish()
+    }
+}

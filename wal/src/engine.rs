@@ -1,0 +1,194 @@
+//! How a group's bytes reach the disk: a blocking `pwrite`+`fdatasync`
+//! engine (also used with [`crate::FaultDisk`]) and an io_uring engine with
+//! O_DIRECT and linked write→fdatasync chains, several in flight.
+
+use std::collections::{HashMap, VecDeque};
+use std::fs::File;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::disk::{context, Disk};
+use crate::sys::{open_direct, AlignedBuf, ChainDone, EventFd, Ring};
+use crate::WalError;
+
+/// One finished group write.
+#[derive(Debug)]
+pub(crate) struct Finished {
+    pub token: u64,
+    pub buf: AlignedBuf,
+    pub result: Result<(), WalError>,
+    /// Write-and-sync latency (the figure the metrics expose as fsync time).
+    pub elapsed: Duration,
+}
+
+/// Moves group buffers to stable storage.
+pub(crate) trait WriteEngine: Send + std::fmt::Debug {
+    /// Starts writing `buf` at `offset` of segment `name`, followed by a data
+    /// sync. `Err` means nothing may be assumed about what reached the disk.
+    fn submit(
+        &mut self,
+        token: u64,
+        name: &str,
+        offset: u64,
+        buf: AlignedBuf,
+    ) -> Result<(), WalError>;
+    /// Collects finished writes; with `block`, first waits until at least
+    /// one finishes or the event is signalled.
+    fn reap(&mut self, block: bool, out: &mut Vec<Finished>) -> Result<(), WalError>;
+    /// Writes in flight.
+    fn inflight(&self) -> usize;
+    /// Most writes that may be in flight at once.
+    fn inflight_max(&self) -> usize;
+    /// Prepares for a blocking `reap` that a signal of `event` can end.
+    /// Returns false if this engine cannot wait on the event (then the
+    /// caller must not block in `reap` with nothing in flight).
+    fn arm_event(&mut self, event: &EventFd) -> bool;
+    /// Closes the engine's handle on a segment (after a roll or removal).
+    fn forget(&mut self, name: &str);
+}
+
+/// Blocking engine: the write and the sync happen inside `submit`.
+#[derive(Debug)]
+pub(crate) struct BlockingEngine {
+    disk: Arc<dyn Disk>,
+    finished: VecDeque<Finished>,
+}
+
+impl BlockingEngine {
+    pub(crate) fn new(disk: Arc<dyn Disk>) -> BlockingEngine {
+        BlockingEngine {
+            disk,
+            finished: VecDeque::new(),
+        }
+    }
+}
+
+impl WriteEngine for BlockingEngine {
+    fn submit(
+        &mut self,
+        token: u64,
+        name: &str,
+        offset: u64,
+        buf: AlignedBuf,
+    ) -> Result<(), WalError> {
+        let started = Instant::now();
+        let disk = &*self.disk;
+        let result = context(disk, name, disk.write_at(name, offset, buf.as_slice()))
+            .and_then(|()| context(disk, name, disk.sync(name)));
+        self.finished.push_back(Finished {
+            token,
+            buf,
+            result,
+            elapsed: started.elapsed(),
+        });
+        Ok(())
+    }
+
+    fn reap(&mut self, _block: bool, out: &mut Vec<Finished>) -> Result<(), WalError> {
+        out.extend(self.finished.drain(..));
+        Ok(())
+    }
+
+    fn inflight(&self) -> usize {
+        self.finished.len()
+    }
+
+    fn inflight_max(&self) -> usize {
+        1
+    }
+
+    fn arm_event(&mut self, _event: &EventFd) -> bool {
+        false
+    }
+
+    fn forget(&mut self, _name: &str) {}
+}
+
+/// io_uring engine over a real directory.
+#[derive(Debug)]
+pub(crate) struct UringEngine {
+    dir: std::path::PathBuf,
+    ring: Ring,
+    files: HashMap<String, File>,
+    /// Files forgotten while chains on them were in flight: closed when idle.
+    retired: Vec<File>,
+    inflight_max: usize,
+    done: Vec<ChainDone>,
+}
+
+impl UringEngine {
+    pub(crate) fn new(dir: &std::path::Path, inflight_max: usize) -> std::io::Result<UringEngine> {
+        let inflight_max = inflight_max.max(1);
+        let entries = u32::try_from(inflight_max * 2 + 2)
+            .unwrap_or(64)
+            .next_power_of_two();
+        Ok(UringEngine {
+            dir: dir.to_path_buf(),
+            ring: Ring::new(entries)?,
+            files: HashMap::new(),
+            retired: Vec::new(),
+            inflight_max,
+            done: Vec::new(),
+        })
+    }
+}
+
+impl WriteEngine for UringEngine {
+    fn submit(
+        &mut self,
+        token: u64,
+        name: &str,
+        offset: u64,
+        buf: AlignedBuf,
+    ) -> Result<(), WalError> {
+        let path = self.dir.join(name);
+        if !self.files.contains_key(name) {
+            let file = open_direct(&path).map_err(|source| WalError::io(&path, source))?;
+            self.files.insert(name.to_owned(), file);
+        }
+        // unwrap: inserted just above if missing.
+        let file = self.files.get(name).expect("file opened");
+        self.ring
+            .submit_chain(file, offset, buf, token, true)
+            .map_err(|(source, _buf)| WalError::io(&path, source))
+    }
+
+    fn reap(&mut self, block: bool, out: &mut Vec<Finished>) -> Result<(), WalError> {
+        self.ring
+            .reap(block, &mut self.done)
+            .map_err(|source| WalError::io(&self.dir, source))?;
+        for done in self.done.drain(..) {
+            let result = done
+                .result
+                .map_err(|source| WalError::io(&self.dir, source));
+            out.push(Finished {
+                token: done.token,
+                buf: done.buf,
+                result,
+                elapsed: done.elapsed,
+            });
+        }
+        if self.ring.inflight() == 0 {
+            self.retired.clear();
+        }
+        Ok(())
+    }
+
+    fn inflight(&self) -> usize {
+        self.ring.inflight()
+    }
+
+    fn inflight_max(&self) -> usize {
+        self.inflight_max
+    }
+
+    fn arm_event(&mut self, event: &EventFd) -> bool {
+        self.ring.arm_event(event).is_ok()
+    }
+
+    fn forget(&mut self, name: &str) {
+        if let Some(file) = self.files.remove(name) {
+            self.retired.push(file);
+        }
+    }
+}

@@ -1,0 +1,74 @@
+//! Counters the log thread updates with relaxed atomics (no lock on the hot
+//! path); read them with [`crate::Wal::metrics`].
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub syncs: AtomicU64,
+    pub bytes_written: AtomicU64,
+    pub batches: AtomicU64,
+    pub groups: AtomicU64,
+    pub sync_nanos_total: AtomicU64,
+    pub sync_nanos_last: AtomicU64,
+    pub sync_nanos_max: AtomicU64,
+}
+
+impl Counters {
+    pub(crate) fn record_group(&self, bytes: u64, batches: u64, sync_nanos: u64) {
+        self.syncs.fetch_add(1, Ordering::Relaxed);
+        self.groups.fetch_add(1, Ordering::Relaxed);
+        self.bytes_written.fetch_add(bytes, Ordering::Relaxed);
+        self.batches.fetch_add(batches, Ordering::Relaxed);
+        self.sync_nanos_total
+            .fetch_add(sync_nanos, Ordering::Relaxed);
+        self.sync_nanos_last.store(sync_nanos, Ordering::Relaxed);
+        self.sync_nanos_max.fetch_max(sync_nanos, Ordering::Relaxed);
+    }
+
+    pub(crate) fn snapshot(&self) -> Metrics {
+        let syncs = self.syncs.load(Ordering::Relaxed);
+        let groups = self.groups.load(Ordering::Relaxed);
+        let batches = self.batches.load(Ordering::Relaxed);
+        let total = self.sync_nanos_total.load(Ordering::Relaxed);
+        Metrics {
+            syncs,
+            bytes_written: self.bytes_written.load(Ordering::Relaxed),
+            batches,
+            groups,
+            batches_per_group_mean: if groups == 0 {
+                0.0
+            } else {
+                batches as f64 / groups as f64
+            },
+            sync_micros_mean: if syncs == 0 {
+                0.0
+            } else {
+                total as f64 / syncs as f64 / 1e3
+            },
+            sync_micros_last: self.sync_nanos_last.load(Ordering::Relaxed) as f64 / 1e3,
+            sync_micros_max: self.sync_nanos_max.load(Ordering::Relaxed) as f64 / 1e3,
+        }
+    }
+}
+
+/// A snapshot of the log's counters since open.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Metrics {
+    /// Data syncs (one per group write).
+    pub syncs: u64,
+    /// Bytes written by group writes (headers, payloads, padding).
+    pub bytes_written: u64,
+    /// Batches made durable.
+    pub batches: u64,
+    /// Group writes made durable.
+    pub groups: u64,
+    /// Mean batches coalesced into one group write.
+    pub batches_per_group_mean: f64,
+    /// Mean time from submitting a group write to its sync completing, µs.
+    pub sync_micros_mean: f64,
+    /// The same for the latest group, µs.
+    pub sync_micros_last: f64,
+    /// The largest seen, µs.
+    pub sync_micros_max: f64,
+}
