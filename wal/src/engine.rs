@@ -47,19 +47,43 @@ pub(crate) trait WriteEngine: Send + std::fmt::Debug {
     fn forget(&mut self, name: &str);
 }
 
-/// Blocking engine: the write and the sync happen inside `submit`.
+/// Blocking engine: `pwrite` in `submit`, `fdatasync` in `reap`.
+///
+/// With `inflight_max` 1 every write is synced before the next starts. With
+/// more (used with the fault disk), up to `inflight_max` written groups wait
+/// unsynced, which reproduces the crash states of the io_uring pipeline
+/// (a later group on disk while an earlier one is lost).
 #[derive(Debug)]
 pub(crate) struct BlockingEngine {
     disk: Arc<dyn Disk>,
-    finished: VecDeque<Finished>,
+    inflight_max: usize,
+    pending: VecDeque<Finished>,
+    /// Name of the segment each pending write went to.
+    names: VecDeque<String>,
 }
 
 impl BlockingEngine {
-    pub(crate) fn new(disk: Arc<dyn Disk>) -> BlockingEngine {
+    pub(crate) fn new(disk: Arc<dyn Disk>, inflight_max: usize) -> BlockingEngine {
         BlockingEngine {
             disk,
-            finished: VecDeque::new(),
+            inflight_max: inflight_max.max(1),
+            pending: VecDeque::new(),
+            names: VecDeque::new(),
         }
+    }
+
+    fn sync_oldest(&mut self, out: &mut Vec<Finished>) {
+        let (Some(mut finished), Some(name)) = (self.pending.pop_front(), self.names.pop_front())
+        else {
+            return;
+        };
+        if finished.result.is_ok() {
+            let started = Instant::now();
+            let disk = &*self.disk;
+            finished.result = context(disk, &name, disk.sync(&name));
+            finished.elapsed += started.elapsed();
+        }
+        out.push(finished);
     }
 }
 
@@ -73,28 +97,46 @@ impl WriteEngine for BlockingEngine {
     ) -> Result<(), WalError> {
         let started = Instant::now();
         let disk = &*self.disk;
-        let result = context(disk, name, disk.write_at(name, offset, buf.as_slice()))
-            .and_then(|()| context(disk, name, disk.sync(name)));
-        self.finished.push_back(Finished {
+        let result = context(disk, name, disk.write_at(name, offset, buf.as_slice()));
+        if self.inflight_max == 1 {
+            let result = result.and_then(|()| context(disk, name, disk.sync(name)));
+            self.pending.push_back(Finished {
+                token,
+                buf,
+                result,
+                elapsed: started.elapsed(),
+            });
+            self.names.push_back(name.to_owned());
+            return Ok(());
+        }
+        self.pending.push_back(Finished {
             token,
             buf,
             result,
             elapsed: started.elapsed(),
         });
+        self.names.push_back(name.to_owned());
         Ok(())
     }
 
-    fn reap(&mut self, _block: bool, out: &mut Vec<Finished>) -> Result<(), WalError> {
-        out.extend(self.finished.drain(..));
+    fn reap(&mut self, block: bool, out: &mut Vec<Finished>) -> Result<(), WalError> {
+        if self.inflight_max == 1 {
+            out.extend(self.pending.drain(..));
+            self.names.clear();
+            return Ok(());
+        }
+        if block || self.pending.len() >= self.inflight_max {
+            self.sync_oldest(out);
+        }
         Ok(())
     }
 
     fn inflight(&self) -> usize {
-        self.finished.len()
+        self.pending.len()
     }
 
     fn inflight_max(&self) -> usize {
-        1
+        self.inflight_max
     }
 
     fn arm_event(&mut self, _event: &EventFd) -> bool {

@@ -48,7 +48,9 @@ pub struct Recovery {
     /// read; the engine should fetch them again from a peer (for a follower,
     /// `truncate_suffix(first)` and let the leader resend).
     pub damaged: Vec<Damage>,
-    /// Where a torn tail was cut, if one was.
+    /// Where a torn tail was cut, when the torn bytes were recognisably a
+    /// record of this log (a group whose first sector never reached the
+    /// disk looks like unwritten space and is simply the end of the log).
     pub torn_tail: Option<(PathBuf, u64)>,
 }
 
@@ -356,7 +358,11 @@ pub(crate) fn recover(disk: &dyn Disk) -> Result<Recovered, WalError> {
                 })
                 .max()
                 .unwrap_or(cut);
-            if dirty_end > cut || cut % BLOCK_BYTES as u64 != 0 {
+            let at = cut as usize;
+            let ours = data
+                .get(at + 16..at + 24)
+                .is_some_and(|bytes| bytes == header.incarnation.to_le_bytes());
+            if dirty_end > cut || cut % BLOCK_BYTES as u64 != 0 || ours {
                 let end = align_up(dirty_end.max(cut + COMMIT_MIN_BYTES as u64)).min(len);
                 let mut zeros = vec![0u8; (end - cut) as usize];
                 let fits = cut + commit_record_bytes(cut) + BLOCK_BYTES as u64 <= len;

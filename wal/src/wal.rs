@@ -52,7 +52,14 @@ fn engine_for(config: &WalConfig, disk: &Arc<dyn Disk>) -> (Box<dyn WriteEngine>
             ),
         }
     }
-    (Box::new(BlockingEngine::new(Arc::clone(disk))), None)
+    let inflight_max = match config.backend {
+        Backend::Fault(_) => config.inflight_writes_max,
+        Backend::Uring | Backend::Blocking => 1,
+    };
+    (
+        Box::new(BlockingEngine::new(Arc::clone(disk), inflight_max)),
+        None,
+    )
 }
 
 impl Wal {
