@@ -3,3 +3,4 @@
 //! [`core`] is the Raft protocol as a deterministic, sans-IO state machine.
 
 pub mod core;
+pub mod wire;
