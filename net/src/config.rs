@@ -83,6 +83,9 @@ pub struct Config {
     pub write_batch_bytes_max: usize,
     /// Snapshot streams a peer may have open towards us at once.
     pub snapshot_streams_max: u32,
+    /// Incoming connections in their handshake at once; more are refused by
+    /// quinn, so a flood of dials costs bounded memory.
+    pub incoming_handshakes_max: usize,
     /// First reconnect delay; doubles per failure up to the maximum, each
     /// with up to 50 % random jitter so a restarted cluster does not redial
     /// in lockstep.
@@ -129,6 +132,7 @@ impl Config {
             receive_queue_frames_max: 256,
             write_batch_bytes_max: 1024 * 1024,
             snapshot_streams_max: 4,
+            incoming_handshakes_max: 64,
             reconnect_backoff_min: Duration::from_millis(50),
             reconnect_backoff_max: Duration::from_secs(2),
             handshake_timeout: Duration::from_secs(3),

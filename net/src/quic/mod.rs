@@ -153,6 +153,7 @@ impl QuicTransport {
             QuicServerConfig::try_from(server_crypto).map_err(TlsError::from)?,
         ));
         server.transport_config(Arc::clone(&transport));
+        server.max_incoming(config.incoming_handshakes_max.max(1));
         let mut client = quinn::ClientConfig::new(Arc::new(
             QuicClientConfig::try_from(client_crypto).map_err(TlsError::from)?,
         ));

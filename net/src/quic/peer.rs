@@ -291,10 +291,12 @@ async fn start_connection(
         let control = connection.open_uni().await?;
         let entries = connection.open_uni().await?;
         Ok::<_, quinn::ConnectionError>((control, entries))
-    }
-    .await;
-    let Ok((control, entries)) = opened else {
-        // The connection already failed; the driver sees it closed next.
+    };
+    // A peer granting no stream credit must not stall this driver.
+    let opened = tokio::time::timeout(shared.config.handshake_timeout, opened).await;
+    let Ok(Ok((control, entries))) = opened else {
+        connection.close(CloseReason::Stream.code(), CloseReason::Stream.text());
+        // The driver sees the connection closed next.
         return tasks;
     };
     // Only fails on a closed stream; the first write reports that.
