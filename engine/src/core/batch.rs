@@ -144,12 +144,27 @@ pub enum BatchError {
 ///
 /// Invariant (checked by [`Batch::decode`], guaranteed by [`Batch::encode`]):
 /// `bytes` is a well-formed encoding of `count() >= len() >= 1` entries.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct Batch {
     first: LogIndex,
     term: Term,
     len: u32,
     bytes: Bytes,
+}
+
+/// Short form: ids and sizes, not the payload bytes (traces stay readable).
+impl std::fmt::Debug for Batch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Batch({}..={} t{} len {} bytes {})",
+            self.first.0,
+            self.last().0,
+            self.term.0,
+            self.len,
+            self.bytes.len()
+        )
+    }
 }
 
 const HEADER_BYTES: usize = 4;

@@ -50,6 +50,9 @@ pub(crate) struct Progress {
     pub(crate) read_round: u64,
     /// Heartbeat intervals with appends in flight and no acknowledgement.
     stalled_heartbeats: u32,
+    /// A heartbeat passed while streaming a snapshot: resend even if every
+    /// byte was acknowledged (the "installed" answer may be lost).
+    pub(crate) snapshot_retry: bool,
 }
 
 /// Heartbeat intervals without any acknowledgement, appends in flight,
@@ -69,6 +72,7 @@ impl Progress {
             recent_active: true,
             read_round: 0,
             stalled_heartbeats: 0,
+            snapshot_retry: false,
         }
     }
 

@@ -6,6 +6,7 @@
 use super::action::{RequestError, Role};
 use super::batch::{Batch, EntryKind};
 use super::membership::{Membership, MembershipChange};
+use super::message::MessageBody;
 use super::progress::Progress;
 use super::raft::Raft;
 use super::types::LogIndex;
@@ -81,7 +82,23 @@ impl Raft {
             self.append_membership(latest.leave_joint());
         } else if !latest.is_voter(self.id) {
             // Thesis §4.2.2: a leader removed from the configuration steps
-            // down once the change is committed.
+            // down once the change is committed. It first tells the others
+            // the commit index and hands leadership to the most up-to-date
+            // voter, so the cluster need not wait for an election timeout.
+            self.broadcast_heartbeat();
+            let successor = self.leader_state.as_ref().and_then(|leader| {
+                leader
+                    .progress
+                    .iter()
+                    .filter(|(id, _)| latest.is_voter(**id))
+                    .max_by_key(|(_, p)| p.match_index)
+                    .map(|(id, p)| (*id, p.match_index))
+            });
+            if let Some((successor, match_index)) = successor {
+                if match_index >= self.log.last().index {
+                    self.send(successor, MessageBody::TimeoutNow);
+                }
+            }
             self.become_follower(self.term, None);
         }
     }

@@ -112,14 +112,26 @@ impl Raft {
                 *sent_bytes = 0;
                 *acked_bytes = 0;
             }
-            if total == 0 {
-                // An empty snapshot still needs one (empty) chunk so the
-                // follower learns it; resent on each heartbeat until acked.
+            let retry = std::mem::take(&mut progress.snapshot_retry);
+            let ProgressState::Snapshot {
+                sent_bytes,
+                acked_bytes,
+                ..
+            } = &mut progress.state
+            else {
+                return;
+            };
+            if total == 0 || (retry && *sent_bytes >= total) {
+                // Everything was sent and acknowledged but no "installed"
+                // answer came (or the snapshot is empty): resend the last
+                // chunk, which the follower answers with its state.
+                let offset = total.saturating_sub(chunk_bytes.min(total));
+                let data = snapshot.data.slice(offset as usize..);
                 let chunk = SnapshotChunk {
                     meta: snapshot.meta.clone(),
-                    total_bytes: 0,
-                    offset: 0,
-                    data: Bytes::new(),
+                    total_bytes: total,
+                    offset,
+                    data,
                 };
                 self.send(peer, MessageBody::InstallSnapshot(chunk));
                 return;
@@ -305,8 +317,13 @@ impl Raft {
             progress.become_probe();
             return;
         }
-        *acked_bytes = (*acked_bytes).max(received_bytes);
-        *sent_bytes = (*sent_bytes).max(*acked_bytes);
+        // The follower's count is authoritative: it restarts from 0 after
+        // a crash, and the stream must restart with it.
+        if received_bytes < *acked_bytes {
+            *sent_bytes = received_bytes;
+        }
+        *acked_bytes = received_bytes;
+        *sent_bytes = (*sent_bytes).max(received_bytes);
         self.send_snapshot_chunks(from);
     }
 }
