@@ -40,6 +40,24 @@
 //!   [`CounterSnapshot::peers_misbehaving`]. Nothing a peer sends can panic
 //!   this crate.
 //!
+//! # Driving it from a node
+//!
+//! - Build one [`Config`] per node (`Config::new` fills LAN defaults; every
+//!   bound is a public field) and call [`QuicTransport::start`] inside a Tokio
+//!   runtime; keep the returned [`Incoming`] and drain it from the node's
+//!   loop with [`Incoming::recv`] (or [`Incoming::try_recv`] to batch).
+//! - Send with [`Transport::send`]; on [`SendError::Full`] stop sending to
+//!   that peer until its [`Transport::queue_bytes`] falls (the Raft in-flight
+//!   window), on [`SendError::PeerDown`] do nothing (Raft retries after the
+//!   reconnect). `send` never blocks, so it is safe on the Raft loop.
+//! - Order is kept per (peer, class) on one connection. Across a reconnect
+//!   (or a replaced duplicate) frames in flight may be lost and, in a narrow
+//!   teardown race, a last frame of the old connection may arrive after the
+//!   first of the new one. Raft tolerates both; nothing is ever duplicated.
+//! - The engine's `NodeId` converts to [`PeerId`] (`PeerId(id.0)`); frame
+//!   bodies are whatever the engine's wire module encodes.
+//! - [`MemoryNetwork`] gives the same API without sockets for the simulator.
+//!
 //! # Example
 //!
 //! Two nodes on loopback exchange a control frame:

@@ -16,8 +16,8 @@
 //!
 //! # Tasks
 //!
-//! One acceptor task for the endpoint; per peer one driver task (see
-//! [`peer`]) and, per live connection, three writer tasks (control, entries,
+//! One acceptor task for the endpoint; per peer one driver task (module
+//! `peer`) and, per live connection, three writer tasks (control, entries,
 //! snapshots) and a stream-acceptor task with a reader per stream.
 
 pub(crate) mod peer;
