@@ -334,22 +334,33 @@ pub fn write_dev_cluster(
     })?;
     let ca = DevCa::generate(cluster)?;
     let mut written = Vec::with_capacity(3 + 2 * nodes.len());
-    let mut write = |name: String, content: &str| {
+    let mut write = |name: String, content: &str, secret: bool| {
         let path = directory.join(name);
-        fs::write(&path, content).map_err(|source| TlsError::Io {
+        let mut options = fs::OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            // Private keys are readable by their owner only.
+            options.mode(if secret { 0o600 } else { 0o644 });
+        }
+        let result = options
+            .open(&path)
+            .and_then(|mut file| std::io::Write::write_all(&mut file, content.as_bytes()));
+        result.map_err(|source| TlsError::Io {
             path: path.clone(),
             source,
         })?;
         written.push(path);
         Ok::<(), TlsError>(())
     };
-    write("cluster".to_owned(), &format!("{cluster}\n"))?;
-    write("ca.pem".to_owned(), ca.cert_pem())?;
-    write("ca.key.pem".to_owned(), ca.key_pem())?;
+    write("cluster".to_owned(), &format!("{cluster}\n"), false)?;
+    write("ca.pem".to_owned(), ca.cert_pem(), false)?;
+    write("ca.key.pem".to_owned(), ca.key_pem(), true)?;
     for node in nodes {
         let issued = ca.issue_pem(*node)?;
-        write(format!("node-{}.pem", node.0), &issued.chain_pem)?;
-        write(format!("node-{}.key.pem", node.0), &issued.key_pem)?;
+        write(format!("node-{}.pem", node.0), &issued.chain_pem, false)?;
+        write(format!("node-{}.key.pem", node.0), &issued.key_pem, true)?;
     }
     Ok(written)
 }
