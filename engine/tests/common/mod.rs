@@ -295,8 +295,11 @@ impl Cluster {
                         let index = node.applied_index;
                         let term = raft_term_at(raft, index);
                         let data = encode_state(&node.applied);
-                        raft.handle_snapshot_created(LogId::new(term, index), data)
+                        raft.handle_snapshot_created(LogId::new(term, index), data.clone())
                             .expect("snapshot at the applied index");
+                        // The driver persists its own snapshots (here at once).
+                        let meta = raft.snapshot_meta().expect("just created").clone();
+                        node.disk.snapshot = Some(Snapshot { meta, data });
                     }
                 }
             }

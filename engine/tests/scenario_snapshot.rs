@@ -1,0 +1,141 @@
+//! Snapshots and log compaction: Raft paper §7 (InstallSnapshot in chunks,
+//! retaining a matching suffix), thesis chapter 5 (when to snapshot,
+//! §5.1 compaction below the snapshot, §5.3 sending to slow followers).
+
+mod common;
+
+use barge::core::{Config, LogIndex, MessageBody, NodeId};
+use common::Cluster;
+
+fn small_snapshots() -> Config {
+    Config {
+        snapshot_log_entries_threshold: 5,
+        snapshot_chunk_bytes: 16,
+        ..Config::default()
+    }
+}
+
+/// Thesis §5.1: past the threshold the core asks for a snapshot once, and
+/// compacts its log below the snapshot it is given.
+#[test]
+fn snapshot_requested_at_threshold_and_log_compacted() {
+    let mut cluster = Cluster::new(&[1, 2, 3], small_snapshots());
+    for id in [1, 2, 3] {
+        cluster.node_mut(id).auto_snapshot = true;
+    }
+    let leader = cluster.elect();
+    for i in 0..12 {
+        cluster.propose(leader, &format!("e{i}"));
+    }
+    cluster.tick_all(2);
+    let raft = cluster.raft(leader);
+    let meta = raft.snapshot_meta().expect("a snapshot was taken");
+    assert!(meta.last.index >= LogIndex(5));
+    assert!(cluster.node(leader).snapshot_requests >= 2);
+    // Entries below the snapshot are gone from memory, except a batch
+    // straddling it.
+    assert_eq!(raft.term_at(LogIndex(1)), None);
+    assert_eq!(raft.term_at(meta.last.index), Some(meta.last.term));
+}
+
+/// §7: a follower behind the compacted log receives the snapshot in
+/// acknowledged chunks, installs it and resumes normal replication.
+#[test]
+fn lagging_follower_gets_snapshot_in_chunks() {
+    let mut cluster = Cluster::new(&[1, 2, 3], small_snapshots());
+    let leader = cluster.elect();
+    cluster.tick_all(2);
+    for id in [1, 2, 3] {
+        cluster.node_mut(id).auto_snapshot = true;
+    }
+    let lagging = if leader == 1 { 2 } else { 1 };
+    cluster.crash(lagging);
+    let mut expected = Vec::new();
+    for i in 0..20 {
+        let text = format!("entry-{i:02}");
+        cluster.propose(leader, &text);
+        expected.push(text);
+    }
+    cluster.tick_all(1);
+    assert!(
+        cluster.raft(leader).term_at(LogIndex(2)).is_none(),
+        "compacted past the laggard"
+    );
+    cluster.restart(lagging);
+    let mut chunks = 0;
+    for _ in 0..20 {
+        cluster.raft_mut(leader).handle_tick();
+        cluster.settle_filtered(|m| {
+            if matches!(m.body, MessageBody::InstallSnapshot(_)) && m.to == NodeId(lagging) {
+                chunks += 1;
+            }
+            true
+        });
+    }
+    assert!(chunks > 3, "snapshot sent in several chunks, got {chunks}");
+    assert_eq!(cluster.raft(lagging).metrics().snapshots_installed, 1);
+    cluster.tick_all(2);
+    assert_eq!(cluster.applied_texts(lagging), expected);
+    cluster.propose(leader, "after");
+    cluster.tick_all(2);
+    assert_eq!(
+        cluster.applied_texts(lagging).last().map(String::as_str),
+        Some("after")
+    );
+}
+
+/// Lost chunks are re-sent from the last acknowledged offset.
+#[test]
+fn lost_chunks_are_resent() {
+    let mut cluster = Cluster::new(&[1, 2, 3], small_snapshots());
+    let leader = cluster.elect();
+    cluster.tick_all(2);
+    for id in [1, 2, 3] {
+        cluster.node_mut(id).auto_snapshot = true;
+    }
+    let lagging = if leader == 1 { 2 } else { 1 };
+    cluster.crash(lagging);
+    for i in 0..20 {
+        cluster.propose(leader, &format!("entry-{i:02}"));
+    }
+    cluster.restart(lagging);
+    let mut seen = 0;
+    for _ in 0..40 {
+        cluster.raft_mut(leader).handle_tick();
+        cluster.settle_filtered(|m| {
+            if matches!(m.body, MessageBody::InstallSnapshot(_)) {
+                seen += 1;
+                // Drop every third chunk.
+                return seen % 3 != 0;
+            }
+            true
+        });
+    }
+    assert_eq!(cluster.raft(lagging).metrics().snapshots_installed, 1);
+    assert_eq!(
+        cluster.applied_texts(lagging),
+        cluster.applied_texts(leader)
+    );
+}
+
+/// A node restarts from its snapshot plus the log after it.
+#[test]
+fn restart_from_snapshot_and_log() {
+    let mut cluster = Cluster::new(&[1, 2, 3], small_snapshots());
+    for id in [1, 2, 3] {
+        cluster.node_mut(id).auto_snapshot = true;
+    }
+    let leader = cluster.elect();
+    for i in 0..9 {
+        cluster.propose(leader, &format!("e{i}"));
+    }
+    cluster.tick_all(2);
+    let before = cluster.applied_texts(leader);
+    let last = cluster.raft(leader).last_log_id();
+    cluster.crash(leader);
+    cluster.restart(leader);
+    assert_eq!(cluster.raft(leader).last_log_id(), last);
+    assert!(cluster.raft(leader).snapshot_meta().is_some());
+    cluster.tick_all(30);
+    assert_eq!(cluster.applied_texts(leader), before);
+}
