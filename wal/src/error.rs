@@ -82,7 +82,8 @@ pub enum WalError {
     Damaged {
         /// First damaged index.
         first: u64,
-        /// Last damaged index.
+        /// Last damaged index (`u64::MAX`: the damage runs to the end of
+        /// what recovery found).
         last: u64,
     },
     /// A stored record failed its checksum when read back after open.

@@ -26,9 +26,11 @@ pub struct Damage {
     pub offset: u64,
     /// Length of the bad region in bytes.
     pub bytes: u64,
-    /// First index lost, when the records around the damage bound it.
+    /// First index lost. `None` when the damage hides no entry the log
+    /// still holds (for example a damaged commit record, or entries a later
+    /// truncation voided) or when nothing before it bounds it.
     pub first: Option<u64>,
-    /// Last index lost, when the records around the damage bound it.
+    /// Last index lost; `None` when unknown or no entry is lost.
     pub last: Option<u64>,
 }
 
@@ -211,14 +213,19 @@ impl Replay<'_> {
         if let Some(back) = self.out.batches.last_mut() {
             back.last = back.last.min(from.saturating_sub(1));
         }
-        self.out
-            .report
-            .damaged
-            .retain(|damage| damage.first.is_none_or(|first| first < from));
-        for damage in &mut self.out.report.damaged {
-            if damage.last.is_none_or(|last| last >= from) {
-                damage.last = from.checked_sub(1);
-            }
+        clamp_damage(&mut self.out.report.damaged, from);
+    }
+}
+
+/// A truncation from `from` voids entries at and above it: damage there no
+/// longer hides any entry (it stays listed, as a sign of a failing disk).
+pub(crate) fn clamp_damage(damaged: &mut [Damage], from: u64) {
+    for damage in damaged {
+        if damage.first.is_some_and(|first| first >= from) {
+            damage.first = None;
+            damage.last = None;
+        } else if damage.first.is_some() && damage.last.is_none_or(|last| last >= from) {
+            damage.last = from.checked_sub(1);
         }
     }
 }

@@ -322,9 +322,7 @@ impl Wal {
         });
         state.last = last;
         state.next_index = Some(from);
-        state
-            .damaged
-            .retain(|damage| damage.first.is_none_or(|first| first < from));
+        crate::recovery::clamp_damage(&mut state.damaged, from);
         let sequence = self.push(&mut state, Body::Truncate { from }, 0);
         state.truncated_sequence = sequence;
         Ok(sequence)
@@ -634,7 +632,9 @@ struct DiskSource {
 
 fn missing(state: &State, index: u64) -> WalError {
     for damage in &state.damaged {
-        if let (Some(first), Some(last)) = (damage.first, damage.last) {
+        if let Some(first) = damage.first {
+            // An unbounded damage runs to the end of what recovery found.
+            let last = damage.last.unwrap_or(u64::MAX);
             if (first..=last).contains(&index) {
                 return WalError::Damaged { first, last };
             }

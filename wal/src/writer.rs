@@ -235,8 +235,14 @@ impl Writer {
                 0,
                 &hard_state,
             );
-            // Unknown next index means an empty log: nothing to void.
-            if let Some(from) = self.next_index {
+            // An unknown next index means an empty log: the marker voids
+            // nothing but states where the log starts, so recovery can bound
+            // damage to the first batch.
+            let first_append = self.carry.iter().find_map(|op| match op.body {
+                Body::Append { first, .. } => Some(first),
+                _ => None,
+            });
+            if let Some(from) = self.next_index.or(first_append) {
                 write_record(
                     &mut buf,
                     Kind::Truncate,
