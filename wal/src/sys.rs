@@ -63,12 +63,6 @@ impl AlignedBuf {
         self.len
     }
 
-    /// True when no bytes are in use.
-    #[allow(dead_code)]
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
     /// Fixed capacity.
     pub fn capacity(&self) -> usize {
         self.capacity

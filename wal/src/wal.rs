@@ -34,9 +34,13 @@ pub struct Wal {
     writer: Option<JoinHandle<()>>,
     preparer: Option<JoinHandle<()>>,
     prepare: Option<crossbeam_channel::Sender<()>>,
+    backend_name: &'static str,
 }
 
-fn engine_for(config: &WalConfig, disk: &Arc<dyn Disk>) -> (Box<dyn WriteEngine>, Option<EventFd>) {
+fn engine_for(
+    config: &WalConfig,
+    disk: &Arc<dyn Disk>,
+) -> (Box<dyn WriteEngine>, Option<EventFd>, &'static str) {
     if let (Backend::Uring, Some(dir)) = (&config.backend, disk.os_dir()) {
         let probe = dir.join("direct-probe.tmp");
         let attempt = std::fs::File::create(&probe)
@@ -45,21 +49,19 @@ fn engine_for(config: &WalConfig, disk: &Arc<dyn Disk>) -> (Box<dyn WriteEngine>
             .and_then(|engine| EventFd::new().map(|event| (engine, event)));
         let _ = std::fs::remove_file(&probe);
         match attempt {
-            Ok((engine, event)) => return (Box::new(engine), Some(event)),
+            Ok((engine, event)) => return (Box::new(engine), Some(event), "io_uring"),
             Err(error) => tracing::warn!(
                 %error,
                 "io_uring with O_DIRECT unavailable; using the blocking pwrite backend"
             ),
         }
     }
-    let inflight_max = match config.backend {
-        Backend::Fault(_) => config.inflight_writes_max,
-        Backend::Uring | Backend::Blocking => 1,
+    let (inflight_max, name) = match config.backend {
+        Backend::Fault(_) => (config.inflight_writes_max, "fault"),
+        Backend::Uring | Backend::Blocking => (1, "blocking"),
     };
-    (
-        Box::new(BlockingEngine::new(Arc::clone(disk), inflight_max)),
-        None,
-    )
+    let engine = BlockingEngine::new(Arc::clone(disk), inflight_max);
+    (Box::new(engine), None, name)
 }
 
 impl Wal {
@@ -93,7 +95,7 @@ impl Wal {
             Backend::Uring | Backend::Blocking => Arc::new(OsDisk::open(dir)?),
         };
         let recovered = recover(&*disk)?;
-        let (engine, event) = engine_for(&config, &disk);
+        let (engine, event, backend_name) = engine_for(&config, &disk);
         let spare_counter = recovered
             .spares
             .iter()
@@ -173,6 +175,7 @@ impl Wal {
             writer: Some(writer),
             preparer: Some(preparer),
             prepare: Some(prepare),
+            backend_name,
         };
         Ok((wal, report))
     }
@@ -403,6 +406,12 @@ impl Wal {
             .entries
             .front()
             .map(|entry| entry.first)
+    }
+
+    /// The write engine in use: `"io_uring"`, `"blocking"` (also after a
+    /// fallback from io_uring) or `"fault"`.
+    pub fn backend_name(&self) -> &'static str {
+        self.backend_name
     }
 
     /// Counters; reading them takes no lock.
