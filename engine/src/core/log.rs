@@ -222,8 +222,18 @@ impl RaftLog {
     pub(crate) fn last_at_or_below(&self, index: LogIndex, term: Term) -> LogIndex {
         let mut index = index.min(self.last().index);
         loop {
-            if index <= self.prev.index {
+            if index < self.prev.index {
                 return index;
+            }
+            if index == self.prev.index {
+                // Below `prev` the terms are unknown: answer "before this
+                // log" so a leader falls back to a snapshot instead of
+                // probing the same index forever.
+                return if self.prev.term <= term {
+                    index
+                } else {
+                    index.prev()
+                };
             }
             match self.position(index) {
                 Some(p) => {
@@ -281,5 +291,9 @@ mod tests {
         assert_eq!(log.last_at_or_below(LogIndex(9), Term(4)), LogIndex(6));
         assert_eq!(log.last_at_or_below(LogIndex(9), Term(2)), LogIndex(3));
         assert_eq!(log.last_at_or_below(LogIndex(9), Term(0)), LogIndex(0));
+        log.compact(LogId::new(Term(3), LogIndex(6)));
+        // Terms below the compaction point are unknown: step below it.
+        assert_eq!(log.last_at_or_below(LogIndex(6), Term(2)), LogIndex(5));
+        assert_eq!(log.last_at_or_below(LogIndex(6), Term(3)), LogIndex(6));
     }
 }
