@@ -1,6 +1,6 @@
 //! Elections: Raft paper §5.2 and §5.4.1, thesis §3.4, §4.2.3 (disruptive
 //! servers), §6.2 (check-quorum), §9.6 (pre-vote), §3.10 (leadership
-//! transfer).
+//! transfer: see scenario_transfer.rs).
 
 mod common;
 
@@ -132,39 +132,6 @@ fn votes_wait_for_durable_hard_state() {
     cluster.settle();
     assert_eq!(cluster.raft(1).role(), Role::Leader);
     assert_eq!(cluster.raft(1).term(), Term(1));
-}
-
-/// Thesis §3.10: leadership transfer catches the target up, then it wins
-/// at once; proposals are refused meanwhile.
-#[test]
-fn leadership_transfer() {
-    let mut cluster = Cluster::new(&[1, 2, 3], Config::default());
-    let leader = cluster.elect();
-    let target = if leader == 1 { 2 } else { 1 };
-    cluster.isolate(target);
-    cluster.propose(leader, "a");
-    cluster.propose(leader, "b");
-    cluster.heal();
-    cluster.auto_deliver = false;
-    cluster
-        .raft_mut(leader)
-        .handle_transfer_leadership(barge::core::NodeId(target))
-        .expect("leader");
-    assert!(matches!(
-        cluster
-            .raft_mut(leader)
-            .handle_propose(common::payload("c")),
-        Err(barge::core::ProposeError::TransferInProgress)
-    ));
-    cluster.auto_deliver = true;
-    // The target's probe resumes on the next heartbeat, then it catches up.
-    // The lost appends are re-sent once the leader notices the silence
-    // (three heartbeats), then the target catches up and campaigns.
-    cluster.tick_all(4 * Config::default().heartbeat_interval_ticks);
-    assert_eq!(cluster.leader(), Some(target));
-    assert_eq!(cluster.raft(leader).role(), Role::Follower);
-    cluster.tick_all(3);
-    assert_eq!(cluster.applied_texts(target), vec!["a", "b"]);
 }
 
 /// A removed or learner node never campaigns.
