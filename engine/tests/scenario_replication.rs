@@ -335,3 +335,80 @@ fn follower_restarts_from_disk_and_catches_up() {
     assert_eq!(cluster.raft(follower).last_log_id().index, LogIndex(3));
     assert_eq!(cluster.applied_texts(follower), vec!["a", "b"]);
 }
+
+/// Hostile or corrupt input from a peer is an error, never a panic, and
+/// leaves the node working.
+#[test]
+fn malformed_messages_are_refused() {
+    use barge::core::{Batch, LogId, MessageError, SnapshotChunk, SnapshotMeta};
+    let mut cluster = Cluster::new(&[1, 2, 3], Config::default());
+    cluster.campaign(1);
+    cluster.tick_all(2);
+    let term = cluster.raft(2).term();
+    let batch = |first: u64, term: Term| Batch::encode_normal(LogIndex(first), term, &payload("z"));
+    let append = |prev: LogId, batches: Vec<Batch>| Message {
+        from: NodeId(1),
+        to: NodeId(2),
+        term,
+        body: MessageBody::Append {
+            prev,
+            batches,
+            commit: LogIndex(0),
+        },
+    };
+    let prev = cluster.raft(2).last_log_id();
+    let cases = vec![
+        append(prev, vec![batch(prev.index.0 + 2, term)]),
+        append(prev, vec![batch(prev.index.0 + 1, term.next())]),
+        append(
+            prev,
+            vec![batch(prev.index.0 + 1, term), batch(prev.index.0 + 3, term)],
+        ),
+        append(prev, vec![batch(prev.index.0 + 1, Term(0))]),
+        Message {
+            from: NodeId(1),
+            to: NodeId(2),
+            term,
+            body: MessageBody::InstallSnapshot(SnapshotChunk {
+                meta: SnapshotMeta {
+                    last: LogId::new(term, LogIndex(50)),
+                    membership: Default::default(),
+                },
+                total_bytes: 10,
+                offset: 0,
+                data: Bytes::from_static(b"x"),
+            }),
+        },
+        Message {
+            from: NodeId(1),
+            to: NodeId(2),
+            term,
+            body: MessageBody::InstallSnapshot(SnapshotChunk {
+                meta: SnapshotMeta {
+                    last: LogId::new(term.next(), LogIndex(50)),
+                    membership: barge::core::Membership::new([NodeId(1)]),
+                },
+                total_bytes: 10,
+                offset: 5,
+                data: Bytes::from_static(b"0123456789"),
+            }),
+        },
+    ];
+    for message in cases {
+        let result = cluster.raft_mut(2).handle_message(message.clone());
+        assert!(result.is_err(), "{message:?} accepted");
+    }
+    let misaddressed = Message {
+        to: NodeId(3),
+        ..append(prev, Vec::new())
+    };
+    assert!(matches!(
+        cluster.raft_mut(2).handle_message(misaddressed),
+        Err(MessageError::WrongReceiver { .. })
+    ));
+    assert_eq!(cluster.raft(2).metrics().messages_rejected, 7);
+    cluster.settle();
+    cluster.propose(1, "still fine");
+    cluster.tick_all(2);
+    assert_eq!(cluster.applied_texts(2), vec!["still fine"]);
+}
