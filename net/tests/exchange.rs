@@ -151,3 +151,57 @@ fn large_frames_arrive_whole() {
         }
     });
 }
+
+#[test]
+fn frames_of_mixed_sizes_survive_chunk_boundaries() {
+    common::runtime().block_on(async {
+        let mut nodes = common::start_cluster(2, |_| {});
+        let transports: Vec<_> = nodes.iter().map(|(t, _)| t).collect();
+        common::wait_connected(&transports, &[PeerId(1), PeerId(2)]).await;
+        drop(transports);
+        // Sizes straddle QUIC packet and chunk sizes: empty, tiny, ~MTU,
+        // tens and hundreds of KiB.
+        let sizes: Vec<usize> = (0..300u32)
+            .map(|i| match i % 6 {
+                0 => 0,
+                1 => 1 + (i as usize % 7),
+                2 => 1100 + i as usize,
+                3 => 1452 * 3 + 17,
+                4 => 40_000 + i as usize * 13,
+                _ => 200_000 + i as usize,
+            })
+            .collect();
+        let frames: Vec<Bytes> = sizes
+            .iter()
+            .enumerate()
+            .map(|(index, &size)| {
+                (0..size)
+                    .map(|byte| (byte * 31 + index) as u8)
+                    .collect::<Vec<u8>>()
+                    .into()
+            })
+            .collect();
+        let sender = &nodes[0].0;
+        for frame in &frames {
+            loop {
+                match sender.send(PeerId(2), TrafficClass::Entries, Frame::from(frame.clone())) {
+                    Ok(()) => break,
+                    Err(barge_net::SendError::Full { .. }) => {
+                        tokio::time::sleep(Duration::from_millis(1)).await
+                    }
+                    Err(other) => panic!("unexpected {other}"),
+                }
+            }
+        }
+        let incoming = &mut nodes[1].1;
+        for (index, expected) in frames.iter().enumerate() {
+            let delivery = receive(incoming).await;
+            assert_eq!(delivery.class, TrafficClass::Entries);
+            assert_eq!(delivery.body.len(), expected.len(), "frame {index}");
+            assert!(delivery.body == *expected, "frame {index} content");
+        }
+        for (transport, _) in &nodes {
+            transport.shutdown().await;
+        }
+    });
+}

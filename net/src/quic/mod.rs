@@ -354,8 +354,8 @@ async fn acceptor_handshake(
 ) -> Result<PeerId, HandshakeError> {
     let config = &shared.config;
     let lost = |error: &dyn std::fmt::Display| HandshakeError::Connection(error.to_string());
-    let (mut send, mut receive) = connection.accept_bi().await.map_err(|e| lost(&e))?;
-    let hello = peer::read_hello(&mut receive).await?;
+    let (mut send, receive) = connection.accept_bi().await.map_err(|e| lost(&e))?;
+    let hello = peer::read_hello(receive).await?;
     hello.check(
         config.protocol_version,
         config.cluster,

@@ -361,7 +361,7 @@ async fn dialer_handshake(
 ) -> Result<(), HandshakeError> {
     let config = &shared.config;
     let lost = |error: &dyn std::fmt::Display| HandshakeError::Connection(error.to_string());
-    let (mut send, mut receive) = connection.open_bi().await.map_err(|e| lost(&e))?;
+    let (mut send, receive) = connection.open_bi().await.map_err(|e| lost(&e))?;
     let hello = Hello {
         protocol_version: config.protocol_version,
         cluster: config.cluster,
@@ -375,7 +375,7 @@ async fn dialer_handshake(
     )
     .await
     .map_err(|e| lost(&e))?;
-    let reply = read_hello(&mut receive).await?;
+    let reply = read_hello(receive).await?;
     reply.check(config.protocol_version, config.cluster, config.node, peer)?;
     // Only fails if already finished.
     let _ = send.finish();
@@ -383,8 +383,9 @@ async fn dialer_handshake(
 }
 
 /// Reads a handshake frame and decodes its hello.
-pub(crate) async fn read_hello(stream: &mut quinn::RecvStream) -> Result<Hello, HandshakeError> {
-    match streams::read_frame(stream, HELLO_BYTES as u32, FrameKind::Handshake).await {
+pub(crate) async fn read_hello(stream: quinn::RecvStream) -> Result<Hello, HandshakeError> {
+    let mut reader = streams::FrameReader::new(stream);
+    match reader.next(HELLO_BYTES as u32, FrameKind::Handshake).await {
         Ok(body) => Hello::decode(&body),
         Err(ReadFailure::End) => Err(HandshakeError::Malformed("stream ended".to_owned())),
         Err(ReadFailure::Frame(error)) => Err(HandshakeError::Malformed(error.to_string())),

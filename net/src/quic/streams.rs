@@ -2,18 +2,20 @@
 //!
 //! Writers gather queued frames into one `write_all_chunks` call: header
 //! chunks (from an arena) interleaved with the callers' body chunks, never
-//! copied. Readers validate the header before allocating, then assemble the
-//! body in one allocation (or none, when quinn hands over the whole body as
-//! one chunk).
+//! copied. Readers validate the header before allocating, slice frames out
+//! of received chunks, and assemble a frame that spans chunks in one
+//! allocation.
 
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use quinn::{Connection, RecvStream, SendStream};
 use tokio::sync::mpsc;
 
 use crate::config::PeerId;
-use crate::frame::{header_chunk, Frame, FrameError, FrameHeader, FrameKind, TrafficClass};
+use crate::frame::{
+    header_chunk, Frame, FrameError, FrameHeader, FrameKind, TrafficClass, HEADER_BYTES,
+};
 use crate::handshake::CloseReason;
 use crate::transport::{Counters, Deliverers, Delivery};
 
@@ -30,69 +32,103 @@ pub(crate) enum ReadFailure {
     Lost(String),
 }
 
-/// Reads one frame of kind `expected` whose body is at most
-/// `frame_bytes_max` bytes.
-pub(crate) async fn read_frame(
-    stream: &mut RecvStream,
-    frame_bytes_max: u32,
-    expected: FrameKind,
-) -> Result<Bytes, ReadFailure> {
-    let mut header_bytes = [0u8; crate::frame::HEADER_BYTES];
-    match stream.read_exact(&mut header_bytes).await {
-        Ok(()) => {}
-        Err(quinn::ReadExactError::FinishedEarly(0)) => return Err(ReadFailure::End),
-        Err(quinn::ReadExactError::FinishedEarly(read)) => {
-            return Err(ReadFailure::Frame(FrameError::Truncated {
-                missing: (crate::frame::HEADER_BYTES - read) as u64,
-            }))
-        }
-        Err(quinn::ReadExactError::ReadError(error)) => {
-            return Err(ReadFailure::Lost(error.to_string()))
+/// Reads frames from one stream. Whole quinn chunks are taken at once and
+/// frames that lie inside a chunk are sliced out of it (no copy, no
+/// allocation); a frame spanning chunks is assembled in one allocation of
+/// its announced, already bounded, size.
+pub(crate) struct FrameReader {
+    stream: RecvStream,
+    buffered: Bytes,
+}
+
+impl FrameReader {
+    pub(crate) fn new(stream: RecvStream) -> FrameReader {
+        FrameReader {
+            stream,
+            buffered: Bytes::new(),
         }
     }
-    let header = FrameHeader::decode(header_bytes, frame_bytes_max).map_err(ReadFailure::Frame)?;
-    if header.kind != expected {
-        return Err(ReadFailure::Frame(FrameError::WrongKind {
-            expected,
-            found: header.kind,
-        }));
+
+    async fn chunk(&mut self, max: usize) -> Result<Option<Bytes>, ReadFailure> {
+        match self.stream.read_chunk(max, true).await {
+            Ok(chunk) => Ok(chunk.map(|chunk| chunk.bytes)),
+            Err(error) => Err(ReadFailure::Lost(error.to_string())),
+        }
     }
-    // Lossless: the length was bounded by a u32 maximum above.
-    let body_bytes = header.body_bytes as usize;
-    let mut body: Option<BytesMut> = None;
-    let mut first: Option<Bytes> = None;
-    let mut read = 0usize;
-    while read < body_bytes {
-        let chunk = match stream.read_chunk(body_bytes - read, true).await {
-            Ok(Some(chunk)) => chunk.bytes,
-            Ok(None) => {
-                return Err(ReadFailure::Frame(FrameError::Truncated {
-                    missing: (body_bytes - read) as u64,
-                }))
-            }
-            Err(error) => return Err(ReadFailure::Lost(error.to_string())),
-        };
-        read += chunk.len();
-        // Zero copies when the whole body comes as one chunk; otherwise one
-        // allocation of exactly the announced (bounded) size.
-        match (&mut body, first.take()) {
-            (Some(buffer), _) => buffer.extend_from_slice(&chunk),
-            (None, None) if read == body_bytes => first = Some(chunk),
-            (None, previous) => {
-                let mut buffer = BytesMut::with_capacity(body_bytes);
-                if let Some(previous) = previous {
-                    buffer.extend_from_slice(&previous);
+
+    /// Reads one frame of kind `expected` whose body is at most
+    /// `frame_bytes_max` bytes.
+    pub(crate) async fn next(
+        &mut self,
+        frame_bytes_max: u32,
+        expected: FrameKind,
+    ) -> Result<Bytes, ReadFailure> {
+        let mut header_bytes = [0u8; HEADER_BYTES];
+        let mut have = 0;
+        while have < HEADER_BYTES {
+            if self.buffered.is_empty() {
+                match self.chunk(usize::MAX).await? {
+                    Some(chunk) => self.buffered = chunk,
+                    None if have == 0 => return Err(ReadFailure::End),
+                    None => {
+                        return Err(ReadFailure::Frame(FrameError::Truncated {
+                            missing: (HEADER_BYTES - have) as u64,
+                        }))
+                    }
                 }
-                buffer.extend_from_slice(&chunk);
-                body = Some(buffer);
+                continue;
             }
+            let take = (HEADER_BYTES - have).min(self.buffered.len());
+            header_bytes[have..have + take].copy_from_slice(&self.buffered[..take]);
+            self.buffered.advance(take);
+            have += take;
         }
+        let header =
+            FrameHeader::decode(header_bytes, frame_bytes_max).map_err(ReadFailure::Frame)?;
+        if header.kind != expected {
+            return Err(ReadFailure::Frame(FrameError::WrongKind {
+                expected,
+                found: header.kind,
+            }));
+        }
+        // Lossless: the length was bounded by a u32 maximum above.
+        let body_bytes = header.body_bytes as usize;
+        if self.buffered.len() >= body_bytes {
+            return Ok(self.buffered.split_to(body_bytes));
+        }
+        let truncated = |read: usize| {
+            ReadFailure::Frame(FrameError::Truncated {
+                missing: (body_bytes - read) as u64,
+            })
+        };
+        if self.buffered.is_empty() {
+            // The common case for large frames: one chunk is the whole body.
+            let first = self.chunk(body_bytes).await?.ok_or_else(|| truncated(0))?;
+            if first.len() == body_bytes {
+                return Ok(first);
+            }
+            self.buffered = first;
+        }
+        let mut body = BytesMut::with_capacity(body_bytes);
+        body.extend_from_slice(&self.buffered);
+        self.buffered = Bytes::new();
+        while body.len() < body_bytes {
+            let chunk = self
+                .chunk(body_bytes - body.len())
+                .await?
+                .ok_or_else(|| truncated(body.len()))?;
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body.freeze())
     }
-    Ok(match (body, first) {
-        (Some(buffer), _) => buffer.freeze(),
-        (None, Some(chunk)) => chunk,
-        (None, None) => Bytes::new(),
-    })
+
+    /// Whether the stream ends here (no byte after the frames read so far).
+    pub(crate) async fn at_end(&mut self) -> Result<bool, ReadFailure> {
+        if !self.buffered.is_empty() {
+            return Ok(false);
+        }
+        Ok(self.chunk(1).await?.is_none())
+    }
 }
 
 /// Writes one frame (used for the handshake).
@@ -115,7 +151,7 @@ pub(crate) async fn write_frame(
 /// On a malformed frame the connection is closed and the peer counted as
 /// misbehaving.
 pub(crate) async fn read_stream(
-    mut stream: RecvStream,
+    stream: RecvStream,
     connection: Connection,
     peer: PeerId,
     class: TrafficClass,
@@ -124,27 +160,24 @@ pub(crate) async fn read_stream(
     counters: Arc<Counters>,
     frames_max: Option<usize>,
 ) {
+    let mut reader = FrameReader::new(stream);
     let mut frames = 0usize;
     loop {
         if frames_max.is_some_and(|maximum| frames >= maximum) {
             // A snapshot stream carries exactly one frame; anything after it
             // breaks the protocol.
-            match stream.read_chunk(1, true).await {
-                Ok(None) => return,
-                Ok(Some(_)) => {
-                    misbehaving(
-                        &connection,
-                        &counters,
-                        peer,
-                        CloseReason::Stream,
-                        "data after the frame of a snapshot stream",
-                    );
-                    return;
-                }
-                Err(_) => return,
+            if let Ok(false) = reader.at_end().await {
+                misbehaving(
+                    &connection,
+                    &counters,
+                    peer,
+                    CloseReason::Stream,
+                    "data after the frame of a snapshot stream",
+                );
             }
+            return;
         }
-        match read_frame(&mut stream, frame_bytes_max, class.kind()).await {
+        match reader.next(frame_bytes_max, class.kind()).await {
             Ok(body) => {
                 frames += 1;
                 Counters::add(&counters.frames_received, 1);
