@@ -1,5 +1,5 @@
 //! The Raft core: the whole protocol as a deterministic state machine with
-//! no I/O, no clock and no global randomness (in the style of quinn-proto
+//! no I/O, no clock and no global randomness (in the style of sans-IO protocol crates
 //! and etcd's `RawNode`).
 //!
 //! # Contract

@@ -17,7 +17,7 @@ use super::batch::EntryKind;
 use super::config::Config;
 use super::log::RaftLog;
 use super::membership::{Membership, MembershipChange};
-use super::message::{Message, MessageBody, SnapshotMeta};
+use super::message::{AppendResult, Message, MessageBody, SnapshotMeta};
 use super::progress::Progress;
 use super::read::ReadState;
 use super::snapshot::IncomingSnapshot;
@@ -54,7 +54,7 @@ pub(crate) struct LeaderState {
 /// The Raft protocol for one node, as a deterministic state machine.
 ///
 /// # Driving it
-/// Methods come in four classes (as in quinn-proto's `Connection`):
+/// Methods come in four classes (as in the sans-IO QUIC state machines' `Connection`):
 /// getters (`id`, `role`, `term`, ...), inputs (`handle_*`), and the one
 /// output, [`Raft::poll_action`]. After any input, drain `poll_action`
 /// until it returns `None` and carry the actions out as each variant's
@@ -646,6 +646,22 @@ impl Raft {
             });
             return;
         }
+        if let MessageBody::AppendResponse(AppendResult::Success { match_index }) =
+            withheld.message.body
+        {
+            // A later acknowledgement to the same leader covers an earlier
+            // one still waiting: send only the newest (fewer messages, and
+            // the queue stays short under a slow disk).
+            self.withheld.retain(|w| {
+                !(w.to == to
+                    && w.message.term == withheld.message.term
+                    && matches!(
+                        w.message.body,
+                        MessageBody::AppendResponse(AppendResult::Success { match_index: earlier })
+                            if earlier <= match_index
+                    ))
+            });
+        }
         if self.withheld.len() >= self.config.withheld_messages_max {
             // Raft tolerates loss; the peer retries.
             self.withheld.pop_front();
@@ -687,7 +703,7 @@ impl Raft {
     }
 
     pub(crate) fn release_withheld(&mut self) {
-        if self.withheld.is_empty() {
+        if !self.withheld.iter().any(|w| self.is_released(w)) {
             return;
         }
         let mut kept = VecDeque::with_capacity(self.withheld.len());
