@@ -65,6 +65,7 @@ mod types;
 mod wal;
 mod writer;
 
+pub use bytes::Bytes;
 pub use config::{Backend, Notifier, WalConfig};
 pub use error::WalError;
 pub use fault::{Fault, FaultDisk, FaultError, FaultOperation, SECTOR_BYTES};
