@@ -3,4 +3,5 @@
 //! [`core`] is the Raft protocol as a deterministic, sans-IO state machine.
 
 pub mod core;
+pub mod node;
 pub mod wire;

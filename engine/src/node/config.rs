@@ -1,0 +1,233 @@
+//! The node's configuration and its validation.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use barge_net::NodeIdentity;
+use barge_wal::Backend;
+
+use crate::core::{self, NodeId};
+
+/// How a node treats its data directory at start.
+///
+/// The distinction exists because a voter that lost its disk and comes back
+/// empty under its old id could vote twice in a term or forget entries it
+/// acknowledged, breaking Raft's safety. So an empty directory is accepted
+/// only when the operator says the node is new.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StartMode {
+    /// A brand-new cluster of [`NodeConfig::initial_voters`]: an empty data
+    /// directory is initialised; an existing one is reused.
+    New,
+    /// A node of a running cluster restarting: the data directory must
+    /// exist and belong to this node and cluster. An empty directory is
+    /// refused (the node may have lost acknowledged state).
+    Existing,
+    /// A node being added to a running cluster (or re-added after losing its
+    /// disk, once removed from the configuration): an empty data directory is
+    /// initialised and the node waits to be told its configuration by the
+    /// leader; it never campaigns before it is a voter.
+    Join,
+}
+
+/// Storage options of the node's write-ahead log.
+#[derive(Clone, Debug)]
+pub struct LogOptions {
+    /// Segment size (default 64 MiB).
+    pub segment_bytes: u64,
+    /// I/O backend (default io_uring, falling back to blocking I/O if the
+    /// kernel or a seccomp filter refuses io_uring).
+    pub backend: Backend,
+    /// Bytes queued for the log thread before appends wait (default 64 MiB).
+    pub queued_bytes_max: usize,
+}
+
+impl Default for LogOptions {
+    fn default() -> LogOptions {
+        LogOptions {
+            segment_bytes: 64 << 20,
+            backend: Backend::Uring,
+            queued_bytes_max: 64 << 20,
+        }
+    }
+}
+
+/// Everything a [`super::Node`] needs. Build it with [`NodeConfig::new`] and
+/// adjust public fields; [`NodeConfig::validate`] runs at start.
+#[derive(Debug)]
+pub struct NodeConfig {
+    /// This node.
+    pub id: NodeId,
+    /// The cluster id, checked in every connection handshake.
+    pub cluster: u64,
+    /// UDP address the QUIC endpoint binds.
+    pub listen: SocketAddr,
+    /// Address book: every other node this one may ever talk to, voters and
+    /// learners alike. Membership decides who votes; this map only says where
+    /// nodes are, so it must already hold nodes that will be added later.
+    pub peers: BTreeMap<NodeId, SocketAddr>,
+    /// The voters of a new cluster ([`StartMode::New`]); ignored once the
+    /// log or a snapshot holds a configuration.
+    pub initial_voters: BTreeSet<NodeId>,
+    /// How to treat the data directory.
+    pub start: StartMode,
+    /// Where the log, snapshots and the node identity file live.
+    pub data_dir: PathBuf,
+    /// TLS identity (cluster CA, this node's certificate and key).
+    pub identity: NodeIdentity,
+    /// The Raft core's timers and bounds (in ticks).
+    pub raft: core::Config,
+    /// The write-ahead log's options.
+    pub log: LogOptions,
+    /// Wall-clock length of one Raft tick (default 10 ms: elections after
+    /// 100-200 ms of silence with the core's default timeouts).
+    pub tick_interval: Duration,
+    /// Requests (proposals, reads, admin calls) queued for the Raft thread
+    /// before callers wait (default 65 536). This and the core's
+    /// `uncommitted_bytes_max` are the node's admission control.
+    pub request_queue_max: usize,
+    /// Serve Prometheus metrics over HTTP on this address (default off).
+    pub metrics_listen: Option<SocketAddr>,
+    /// Seed of the core's election-timeout randomness (default: derived from
+    /// the node id and the current time, so nodes never share timeouts).
+    pub rng_seed: Option<u64>,
+}
+
+impl NodeConfig {
+    /// A configuration with the documented defaults.
+    #[must_use]
+    pub fn new(
+        id: NodeId,
+        cluster: u64,
+        listen: SocketAddr,
+        peers: BTreeMap<NodeId, SocketAddr>,
+        data_dir: PathBuf,
+        identity: NodeIdentity,
+    ) -> NodeConfig {
+        let mut initial_voters: BTreeSet<NodeId> = peers.keys().copied().collect();
+        initial_voters.insert(id);
+        NodeConfig {
+            id,
+            cluster,
+            listen,
+            peers,
+            initial_voters,
+            start: StartMode::New,
+            data_dir,
+            identity,
+            raft: core::Config::default(),
+            log: LogOptions::default(),
+            tick_interval: Duration::from_millis(10),
+            request_queue_max: 65_536,
+            metrics_listen: None,
+            rng_seed: None,
+        }
+    }
+
+    /// Checks the configuration as a whole.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the first problem.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.raft.validate().map_err(ConfigError::Raft)?;
+        if self.peers.contains_key(&self.id) {
+            return Err(ConfigError::SelfInPeers(self.id));
+        }
+        if self.identity.node.0 != self.id.0 {
+            return Err(ConfigError::IdentityMismatch {
+                id: self.id,
+                certificate: self.identity.node.0,
+            });
+        }
+        if self.identity.cluster.0 != self.cluster {
+            return Err(ConfigError::ClusterMismatch {
+                cluster: self.cluster,
+                certificate: self.identity.cluster.0,
+            });
+        }
+        if self.start == StartMode::New {
+            if self.initial_voters.is_empty() {
+                return Err(ConfigError::NoVoters);
+            }
+            if let Some(unknown) = self
+                .initial_voters
+                .iter()
+                .find(|voter| **voter != self.id && !self.peers.contains_key(voter))
+            {
+                return Err(ConfigError::VoterWithoutAddress(*unknown));
+            }
+        }
+        if self.tick_interval < Duration::from_millis(1)
+            || self.tick_interval > Duration::from_secs(10)
+        {
+            return Err(ConfigError::TickInterval(self.tick_interval));
+        }
+        if self.request_queue_max == 0 {
+            return Err(ConfigError::Zero("request_queue_max"));
+        }
+        if self.log.segment_bytes < (1 << 20) {
+            return Err(ConfigError::SegmentTooSmall(self.log.segment_bytes));
+        }
+        if self.log.queued_bytes_max < self.raft.batch_bytes_max as usize {
+            return Err(ConfigError::LogQueueBelowBatch {
+                queued_bytes_max: self.log.queued_bytes_max,
+                batch_bytes_max: self.raft.batch_bytes_max,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Why a [`NodeConfig`] is unusable.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The core's timers or bounds are inconsistent.
+    #[error("raft: {0}")]
+    Raft(core::ConfigError),
+    /// The address book lists this node itself.
+    #[error("peers must not list this node ({0})")]
+    SelfInPeers(NodeId),
+    /// The certificate names another node.
+    #[error("node id {id} but the certificate is for node {certificate}")]
+    IdentityMismatch {
+        /// Configured id.
+        id: NodeId,
+        /// Id in the certificate.
+        certificate: u64,
+    },
+    /// The certificate names another cluster.
+    #[error("cluster {cluster} but the certificate is for cluster {certificate}")]
+    ClusterMismatch {
+        /// Configured cluster.
+        cluster: u64,
+        /// Cluster in the certificate.
+        certificate: u64,
+    },
+    /// A new cluster needs voters.
+    #[error("a new cluster needs at least one initial voter")]
+    NoVoters,
+    /// An initial voter is missing from the address book.
+    #[error("initial voter {0} has no address in peers")]
+    VoterWithoutAddress(NodeId),
+    /// The tick is outside 1 ms ..= 10 s.
+    #[error("tick interval {0:?} is outside 1 ms ..= 10 s")]
+    TickInterval(Duration),
+    /// A bound that must be positive is zero.
+    #[error("{0} must be positive")]
+    Zero(&'static str),
+    /// Segments below 1 MiB would roll on nearly every batch.
+    #[error("segment size {0} bytes is below 1 MiB")]
+    SegmentTooSmall(u64),
+    /// One batch must fit in the log's queue or appends could never proceed.
+    #[error(
+        "log queued_bytes_max {queued_bytes_max} is below raft batch_bytes_max {batch_bytes_max}"
+    )]
+    LogQueueBelowBatch {
+        /// The log bound.
+        queued_bytes_max: usize,
+        /// The batch bound.
+        batch_bytes_max: u32,
+    },
+}

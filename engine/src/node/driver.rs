@@ -1,0 +1,828 @@
+//! The Raft thread's loop: drain everything queued, hand it to the core in
+//! batches, carry out the core's actions.
+//!
+//! One iteration: wait for any event (a request, a frame, a log completion,
+//! a tick), then take everything else already queued without waiting
+//! (bounded per source so one flood cannot starve the rest), turn all queued
+//! proposals into as few `handle_propose` calls as the batch bounds allow,
+//! and dispatch every action the core produced. So under load one wake-up
+//! moves many entries: one WAL submission per batch, one frame per append
+//! message per follower, one apply call per committed range.
+
+use std::collections::{HashMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use barge_net::{Delivery, Frame, Incoming, PeerId, QuicTransport, TrafficClass, Transport};
+use barge_wal::{Completion, Wal};
+use bytes::Bytes;
+use crossbeam_channel::Receiver;
+use tokio::sync::{mpsc, oneshot, Notify};
+
+use super::error::NodeError;
+use super::state_machine::StateMachine;
+use super::storage::{self, LogSettings};
+use super::{Request, Shared};
+use crate::core::{
+    Action, Entry, EntryKind, HardState, LogId, LogIndex, Message, MessageBody, NodeId, Raft,
+    ReadId, Role, Snapshot, Term,
+};
+use crate::wire::{self, WireLimits};
+
+/// Most frames, requests or completions taken from one source per iteration.
+const DRAIN_PER_SOURCE_MAX: usize = 4096;
+
+/// How a proposal caller wants its answer.
+enum ProposalResponder {
+    One(oneshot::Sender<Result<Bytes, NodeError>>),
+    Many(oneshot::Sender<Result<Vec<Bytes>, NodeError>>, Vec<Bytes>),
+}
+
+/// A proposal accepted by the core: entries `first..=last` of `term`.
+struct ProposalWaiter {
+    term: Term,
+    first: LogIndex,
+    last: LogIndex,
+    started: Instant,
+    responder: ProposalResponder,
+}
+
+impl ProposalWaiter {
+    fn fail(self, error: NodeError) {
+        match self.responder {
+            ProposalResponder::One(sender) => {
+                let _ = sender.send(Err(error));
+            }
+            ProposalResponder::Many(sender, _) => {
+                let _ = sender.send(Err(error));
+            }
+        }
+    }
+}
+
+/// A proposal received but not yet handed to the core.
+struct QueuedProposal {
+    payloads: Vec<Bytes>,
+    started: Instant,
+    responder: ProposalResponder,
+}
+
+/// A membership change waiting for its entry to apply.
+struct ChangeWaiter {
+    index: LogIndex,
+    term: Term,
+    responder: oneshot::Sender<Result<LogIndex, NodeError>>,
+}
+
+struct TransferWaiter {
+    target: NodeId,
+    deadline_tick: u64,
+    responder: oneshot::Sender<Result<(), NodeError>>,
+}
+
+/// A log submission not yet reported durable.
+struct PendingWrite {
+    sequence: u64,
+    hard_state: Option<HardState>,
+    submitted: Instant,
+}
+
+pub(super) struct Driver {
+    pub(super) core: Raft,
+    pub(super) wal: Option<Wal>,
+    pub(super) wal_completions: Receiver<Completion>,
+    pub(super) wal_wake: Arc<Notify>,
+    pub(super) log_settings: LogSettings,
+    pub(super) data_dir: PathBuf,
+    pub(super) transport: Arc<QuicTransport>,
+    pub(super) incoming: Incoming,
+    pub(super) requests: mpsc::Receiver<Request>,
+    pub(super) state_machine: Box<dyn StateMachine>,
+    pub(super) shared: Arc<Shared>,
+    pub(super) wire_limits: WireLimits,
+    pub(super) ticks: u64,
+    pub(super) election_timeout_ticks: u64,
+    queued: VecDeque<QueuedProposal>,
+    waiters: VecDeque<ProposalWaiter>,
+    changes: Vec<ChangeWaiter>,
+    transfer: Option<TransferWaiter>,
+    reads: HashMap<u64, oneshot::Sender<Result<LogIndex, NodeError>>>,
+    read_next: u64,
+    pending_writes: VecDeque<PendingWrite>,
+    overloaded: bool,
+    entries_scratch: Vec<Entry>,
+    responses_scratch: Vec<Bytes>,
+}
+
+impl Driver {
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn new(
+        core: Raft,
+        wal: Wal,
+        wal_wake: Arc<Notify>,
+        log_settings: LogSettings,
+        data_dir: PathBuf,
+        transport: Arc<QuicTransport>,
+        incoming: Incoming,
+        requests: mpsc::Receiver<Request>,
+        state_machine: Box<dyn StateMachine>,
+        shared: Arc<Shared>,
+        wire_limits: WireLimits,
+        election_timeout_ticks: u64,
+    ) -> Driver {
+        let wal_completions = wal.completions();
+        Driver {
+            core,
+            wal: Some(wal),
+            wal_completions,
+            wal_wake,
+            log_settings,
+            data_dir,
+            transport,
+            incoming,
+            requests,
+            state_machine,
+            shared,
+            wire_limits,
+            ticks: 0,
+            election_timeout_ticks,
+            queued: VecDeque::new(),
+            waiters: VecDeque::new(),
+            changes: Vec::new(),
+            transfer: None,
+            reads: HashMap::new(),
+            read_next: 1,
+            pending_writes: VecDeque::new(),
+            overloaded: false,
+            entries_scratch: Vec::new(),
+            responses_scratch: Vec::new(),
+        }
+    }
+
+    /// Runs until shutdown is asked or the log fails. Returns the log so the
+    /// caller can sync and close it.
+    pub(super) async fn run(
+        mut self,
+        tick_interval: std::time::Duration,
+        mut shutdown: oneshot::Receiver<()>,
+    ) -> Option<Wal> {
+        let mut ticker = tokio::time::interval(tick_interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The core may have actions from recovery (none today, but cheap).
+        if let Err(error) = self.dispatch() {
+            self.fail(error);
+            return self.wal.take();
+        }
+        loop {
+            let accepting = !self.overloaded;
+            tokio::select! {
+                biased;
+                _ = &mut shutdown => break,
+                () = self.wal_wake.notified() => {}
+                Some(delivery) = self.incoming.recv() => self.on_delivery(delivery),
+                _ = ticker.tick() => self.on_tick(),
+                request = self.requests.recv(), if accepting => match request {
+                    Some(request) => self.on_request(request),
+                    None => break,
+                },
+            }
+            if let Err(error) = self.iterate() {
+                self.fail(error);
+                break;
+            }
+        }
+        self.stop_waiters(NodeError::Stopped);
+        self.wal.take()
+    }
+
+    /// Takes everything queued, then feeds the core and dispatches.
+    fn iterate(&mut self) -> Result<(), NodeError> {
+        self.drain_completions()?;
+        for _ in 0..DRAIN_PER_SOURCE_MAX {
+            match self.incoming.try_recv() {
+                Some(delivery) => self.on_delivery(delivery),
+                None => break,
+            }
+        }
+        if !self.overloaded {
+            for _ in 0..DRAIN_PER_SOURCE_MAX {
+                match self.requests.try_recv() {
+                    Ok(request) => self.on_request(request),
+                    Err(_) => break,
+                }
+            }
+        }
+        self.propose_queued();
+        self.dispatch()?;
+        // Dispatch may have made more writes durable already (the log thread
+        // runs in parallel); picking them up now saves a wake-up.
+        self.drain_completions()?;
+        self.dispatch()?;
+        self.shared.publish(
+            &self.core,
+            self.wal.as_ref(),
+            self.transport.as_ref(),
+            false,
+        );
+        Ok(())
+    }
+
+    fn on_tick(&mut self) {
+        self.ticks += 1;
+        self.core.handle_tick();
+        if let Some(transfer) = self.transfer.take() {
+            if self.core.leader() == Some(transfer.target) {
+                let _ = transfer.responder.send(Ok(()));
+            } else if self.ticks >= transfer.deadline_tick {
+                let _ = transfer.responder.send(Err(NodeError::TransferTimedOut {
+                    target: transfer.target,
+                }));
+            } else {
+                self.transfer = Some(transfer);
+            }
+        }
+        self.shared
+            .publish(&self.core, self.wal.as_ref(), self.transport.as_ref(), true);
+    }
+
+    fn on_delivery(&mut self, delivery: Delivery) {
+        match wire::decode(delivery.body, &self.wire_limits) {
+            Ok(message) if message.from.0 == delivery.peer.0 => {
+                if let Err(error) = self.core.handle_message(message) {
+                    tracing::debug!(peer = delivery.peer.0, %error, "message refused by the core");
+                }
+            }
+            Ok(message) => {
+                self.shared.frame_rejected();
+                tracing::warn!(
+                    peer = delivery.peer.0,
+                    claimed = message.from.0,
+                    "frame claims another sender; dropped"
+                );
+            }
+            Err(error) => {
+                self.shared.frame_rejected();
+                tracing::warn!(peer = delivery.peer.0, %error, "undecodable frame; dropped");
+            }
+        }
+    }
+
+    fn on_request(&mut self, request: Request) {
+        let now = Instant::now();
+        match request {
+            Request::Propose { payload, responder } => self.queued.push_back(QueuedProposal {
+                payloads: vec![payload],
+                started: now,
+                responder: ProposalResponder::One(responder),
+            }),
+            Request::ProposeBatch {
+                payloads,
+                responder,
+            } => {
+                let count = payloads.len();
+                self.queued.push_back(QueuedProposal {
+                    payloads,
+                    started: now,
+                    responder: ProposalResponder::Many(responder, Vec::with_capacity(count)),
+                });
+            }
+            Request::Read { responder } => {
+                let id = self.read_next;
+                self.read_next += 1;
+                match self.core.handle_read_index(ReadId(id)) {
+                    Ok(()) => {
+                        self.reads.insert(id, responder);
+                    }
+                    Err(error) => {
+                        let _ = responder.send(Err(error.into()));
+                    }
+                }
+            }
+            Request::ChangeMembership { change, responder } => {
+                let result = self.core.handle_change_membership(change);
+                self.on_change_submitted(result, responder);
+            }
+            Request::AddLearner { learner, responder } => {
+                let result = self.core.handle_add_learner(learner);
+                self.on_change_submitted(result, responder);
+            }
+            Request::TransferLeadership { target, responder } => {
+                if self.transfer.is_some() {
+                    let _ = responder.send(Err(NodeError::Overloaded));
+                    return;
+                }
+                match self.core.handle_transfer_leadership(target) {
+                    Ok(()) => {
+                        self.transfer = Some(TransferWaiter {
+                            target,
+                            deadline_tick: self.ticks + 2 * self.election_timeout_ticks,
+                            responder,
+                        });
+                    }
+                    Err(error) => {
+                        let _ = responder.send(Err(error.into()));
+                    }
+                }
+            }
+        }
+    }
+
+    fn on_change_submitted(
+        &mut self,
+        result: Result<LogIndex, crate::core::RequestError>,
+        responder: oneshot::Sender<Result<LogIndex, NodeError>>,
+    ) {
+        match result {
+            Ok(index) => self.changes.push(ChangeWaiter {
+                index,
+                term: self.core.term(),
+                responder,
+            }),
+            Err(error) => {
+                let _ = responder.send(Err(error.into()));
+            }
+        }
+    }
+
+    /// Hands queued proposals to the core, as few calls as the batch bounds
+    /// allow. Stops at the first `Overloaded` and keeps the rest queued; the
+    /// loop then stops taking requests until entries commit.
+    fn propose_queued(&mut self) {
+        if self.queued.is_empty() {
+            return;
+        }
+        if self.core.role() != Role::Leader {
+            let leader_hint = self.core.leader();
+            for proposal in self.queued.drain(..) {
+                let waiter = ProposalWaiter {
+                    term: Term(0),
+                    first: LogIndex(0),
+                    last: LogIndex(0),
+                    started: proposal.started,
+                    responder: proposal.responder,
+                };
+                waiter.fail(NodeError::NotLeader { leader_hint });
+            }
+            return;
+        }
+        let config = self.core_limits();
+        while !self.queued.is_empty() {
+            // Take whole requests while they fit one batch.
+            let mut take = 0;
+            let mut entries = 0usize;
+            let mut bytes = 4usize;
+            for proposal in &self.queued {
+                let proposal_entries = proposal.payloads.len();
+                let proposal_bytes: usize =
+                    proposal.payloads.iter().map(|p| p.len() + 5).sum::<usize>();
+                if take > 0
+                    && (entries + proposal_entries > config.0 || bytes + proposal_bytes > config.1)
+                {
+                    break;
+                }
+                take += 1;
+                entries += proposal_entries;
+                bytes += proposal_bytes;
+            }
+            let mut payloads = Vec::with_capacity(entries);
+            for proposal in self.queued.iter().take(take) {
+                payloads.extend(proposal.payloads.iter().cloned());
+            }
+            match self.core.handle_propose(payloads) {
+                Ok(ticket) => {
+                    let mut next = ticket.first;
+                    for proposal in self.queued.drain(..take) {
+                        let count = proposal.payloads.len() as u64;
+                        let last = next.plus(count.saturating_sub(1));
+                        self.waiters.push_back(ProposalWaiter {
+                            term: ticket.term,
+                            first: next,
+                            last,
+                            started: proposal.started,
+                            responder: proposal.responder,
+                        });
+                        next = last.next();
+                    }
+                }
+                Err(crate::core::ProposeError::Overloaded) => {
+                    self.overloaded = true;
+                    return;
+                }
+                Err(error) => {
+                    let error = NodeError::from(error);
+                    for proposal in self.queued.drain(..take) {
+                        let waiter = ProposalWaiter {
+                            term: Term(0),
+                            first: LogIndex(0),
+                            last: LogIndex(0),
+                            started: proposal.started,
+                            responder: proposal.responder,
+                        };
+                        waiter.fail(error.clone());
+                    }
+                }
+            }
+        }
+    }
+
+    fn core_limits(&self) -> (usize, usize) {
+        let limits = self.wire_limits.batch;
+        (limits.entries_max as usize, limits.bytes_max as usize)
+    }
+
+    fn wal(&self) -> Result<&Wal, NodeError> {
+        self.wal
+            .as_ref()
+            .ok_or_else(|| NodeError::Storage("the log is closed".to_owned()))
+    }
+
+    fn drain_completions(&mut self) -> Result<(), NodeError> {
+        let mut durable = None;
+        for _ in 0..DRAIN_PER_SOURCE_MAX {
+            match self.wal_completions.try_recv() {
+                Ok(Completion::Durable(report)) => durable = Some(report),
+                Ok(Completion::Poisoned(reason)) => return Err(NodeError::Storage(reason)),
+                Err(_) => break,
+            }
+        }
+        let Some(durable) = durable else {
+            return Ok(());
+        };
+        let now = Instant::now();
+        let mut latest_hard_state = None;
+        let mut writes = 0;
+        while let Some(write) = self.pending_writes.front() {
+            if write.sequence > durable.sequence {
+                break;
+            }
+            if let Some(hard_state) = write.hard_state {
+                latest_hard_state = Some(hard_state);
+            }
+            writes += 1;
+            self.shared
+                .log_durable_latency
+                .record(now.duration_since(write.submitted), 1);
+            self.pending_writes.pop_front();
+        }
+        if let Some(hard_state) = latest_hard_state {
+            self.core.handle_hard_state_durable(hard_state);
+        }
+        if writes > 0 {
+            if let Some(last) = durable.last {
+                self.core
+                    .handle_log_durable(LogId::new(Term(last.term), LogIndex(last.index)));
+            }
+        }
+        Ok(())
+    }
+
+    /// Carries out every action the core has, in order.
+    fn dispatch(&mut self) -> Result<(), NodeError> {
+        while let Some(action) = self.core.poll_action() {
+            match action {
+                Action::PersistHardState(hard_state) => {
+                    let sequence = self
+                        .wal()?
+                        .save_hard_state(barge_wal::HardState {
+                            term: hard_state.term.0,
+                            vote: hard_state.vote.map(|vote| vote.0),
+                            commit: self.core.commit_index().0,
+                        })
+                        .map_err(storage_error)?;
+                    self.pending_writes.push_back(PendingWrite {
+                        sequence,
+                        hard_state: Some(hard_state),
+                        submitted: Instant::now(),
+                    });
+                }
+                Action::TruncateSuffix { after } => {
+                    let sequence = self
+                        .wal()?
+                        .truncate_suffix(after.0 + 1)
+                        .map_err(storage_error)?;
+                    self.pending_writes.push_back(PendingWrite {
+                        sequence,
+                        hard_state: None,
+                        submitted: Instant::now(),
+                    });
+                }
+                Action::AppendBatches(batches) => {
+                    let submitted = Instant::now();
+                    let mut sequence = 0;
+                    for batch in batches {
+                        sequence = self
+                            .wal()?
+                            .append(
+                                batch.first().0,
+                                batch.last().0,
+                                batch.term().0,
+                                batch.bytes().clone(),
+                            )
+                            .map_err(storage_error)?;
+                    }
+                    self.pending_writes.push_back(PendingWrite {
+                        sequence,
+                        hard_state: None,
+                        submitted,
+                    });
+                }
+                Action::CompactLog { up_to } => {
+                    // Compaction waits for a sync and removes files; a
+                    // failure leaves extra segments, harmless, so it is
+                    // logged rather than fatal.
+                    if let Err(error) = self.wal()?.compact(up_to.0 + 1) {
+                        tracing::warn!(%error, up_to = up_to.0, "log compaction failed");
+                    }
+                }
+                Action::Send { to, message } => self.send(to, message),
+                Action::Apply {
+                    first,
+                    last,
+                    batches,
+                } => self.apply(first, last, &batches)?,
+                Action::ResolveReads { reads, index } => {
+                    for read in reads {
+                        if let Some(responder) = self.reads.remove(&read.0) {
+                            let _ = responder.send(Ok(index));
+                        }
+                    }
+                }
+                Action::RejectReads { reads, leader_hint } => {
+                    for read in reads {
+                        if let Some(responder) = self.reads.remove(&read.0) {
+                            let _ = responder.send(Err(NodeError::NotLeader { leader_hint }));
+                        }
+                    }
+                }
+                Action::RequestSnapshot { applied } => self.take_snapshot(applied)?,
+                Action::InstallSnapshot(snapshot) => self.install_snapshot(snapshot)?,
+            }
+        }
+        Ok(())
+    }
+
+    fn send(&self, to: NodeId, message: Message) {
+        let class = match &message.body {
+            MessageBody::Append { .. } => TrafficClass::Entries,
+            MessageBody::InstallSnapshot(_) => TrafficClass::Snapshot,
+            _ => TrafficClass::Control,
+        };
+        match wire::encode(&message) {
+            Ok(chunks) => {
+                // Refusals (queue full, peer down) are counted by the
+                // transport; Raft retries lost messages.
+                let _ = self
+                    .transport
+                    .send(PeerId(to.0), class, Frame::from(chunks));
+            }
+            Err(error) => tracing::error!(%error, to = to.0, "cannot encode a message"),
+        }
+    }
+
+    fn apply(
+        &mut self,
+        first: LogIndex,
+        last: LogIndex,
+        batches: &[crate::core::Batch],
+    ) -> Result<(), NodeError> {
+        self.entries_scratch.clear();
+        self.responses_scratch.clear();
+        for batch in batches {
+            if batch.last() < first || batch.first() > last {
+                continue;
+            }
+            for entry in batch.entries() {
+                if entry.id.index >= first
+                    && entry.id.index <= last
+                    && entry.kind == EntryKind::Normal
+                {
+                    self.entries_scratch.push(entry);
+                }
+            }
+        }
+        if !self.entries_scratch.is_empty() {
+            self.state_machine
+                .apply(&self.entries_scratch, &mut self.responses_scratch);
+            if self.responses_scratch.len() != self.entries_scratch.len() {
+                return Err(NodeError::Storage(format!(
+                    "state machine returned {} responses for {} entries",
+                    self.responses_scratch.len(),
+                    self.entries_scratch.len()
+                )));
+            }
+        }
+        self.resolve_applied(first, last, batches);
+        self.core
+            .handle_applied(last)
+            .map_err(|error| NodeError::Storage(format!("driver bug: {error}")))?;
+        self.overloaded = false;
+        Ok(())
+    }
+
+    /// Answers proposal and membership waiters whose entries were applied.
+    fn resolve_applied(&mut self, first: LogIndex, last: LogIndex, batches: &[crate::core::Batch]) {
+        let now = Instant::now();
+        let leader_hint = self.core.leader();
+        let mut responses = self.responses_scratch.drain(..);
+        for batch in batches {
+            if batch.last() < first || batch.first() > last {
+                continue;
+            }
+            for entry in batch.entries() {
+                let index = entry.id.index;
+                if index < first || index > last {
+                    continue;
+                }
+                let response = if entry.kind == EntryKind::Normal {
+                    responses.next()
+                } else {
+                    None
+                };
+                // Waiters are in index order; those wholly before this entry
+                // cannot exist (their entries were applied earlier).
+                if let Some(waiter) = self.waiters.front_mut() {
+                    if index >= waiter.first && index <= waiter.last {
+                        let same = entry.id.term == waiter.term && entry.kind == EntryKind::Normal;
+                        if !same {
+                            let waiter = self.waiters.pop_front().expect("front checked above");
+                            waiter.fail(NodeError::ProposalDropped { index, leader_hint });
+                        } else {
+                            let response = response.unwrap_or_default();
+                            let done = index == waiter.last;
+                            match &mut waiter.responder {
+                                ProposalResponder::One(_) => {}
+                                ProposalResponder::Many(_, collected) => {
+                                    collected.push(response.clone())
+                                }
+                            }
+                            if done {
+                                let waiter = self.waiters.pop_front().expect("front checked above");
+                                let count = waiter.last.0 - waiter.first.0 + 1;
+                                self.shared
+                                    .commit_latency
+                                    .record(now.duration_since(waiter.started), count);
+                                self.shared.proposals_committed(count);
+                                match waiter.responder {
+                                    ProposalResponder::One(sender) => {
+                                        let _ = sender.send(Ok(response));
+                                    }
+                                    ProposalResponder::Many(sender, collected) => {
+                                        let _ = sender.send(Ok(collected));
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        drop(responses);
+        // A proposal whose last index is now applied without having matched
+        // (its entries were overwritten, or skipped by a snapshot) failed.
+        while self
+            .waiters
+            .front()
+            .is_some_and(|waiter| waiter.last <= last)
+        {
+            let waiter = self.waiters.pop_front().expect("front checked above");
+            let index = waiter.first;
+            waiter.fail(NodeError::ProposalDropped { index, leader_hint });
+        }
+        let applied_terms: Vec<(usize, bool)> = self
+            .changes
+            .iter()
+            .enumerate()
+            .filter(|(_, change)| change.index <= last)
+            .map(|(position, change)| {
+                let same = self.core.term_at(change.index) == Some(change.term);
+                (position, same)
+            })
+            .collect();
+        for (position, same) in applied_terms.into_iter().rev() {
+            let change = self.changes.swap_remove(position);
+            let result = if same {
+                Ok(change.index)
+            } else {
+                Err(NodeError::ProposalDropped {
+                    index: change.index,
+                    leader_hint,
+                })
+            };
+            let _ = change.responder.send(result);
+        }
+    }
+
+    fn take_snapshot(&mut self, applied: LogIndex) -> Result<(), NodeError> {
+        let data = match self.state_machine.snapshot() {
+            Ok(data) => data,
+            Err(error) => {
+                tracing::warn!(%error, "state machine could not snapshot; retrying later");
+                return Ok(());
+            }
+        };
+        let Some(term) = self.core.term_at(applied) else {
+            tracing::warn!(applied = applied.0, "snapshot point left the log; skipped");
+            return Ok(());
+        };
+        let last = LogId::new(term, applied);
+        if let Err(error) = self.core.handle_snapshot_created(last, data.clone()) {
+            tracing::warn!(%error, "core refused the snapshot");
+            return Ok(());
+        }
+        // The core now compacts below the snapshot: make the snapshot
+        // durable before the CompactLog it queued is carried out.
+        let meta =
+            self.core
+                .snapshot_meta()
+                .cloned()
+                .unwrap_or_else(|| crate::core::SnapshotMeta {
+                    last,
+                    membership: self.core.committed_membership().clone(),
+                });
+        storage::write_snapshot(&self.data_dir, &Snapshot { meta, data })
+            .map_err(|error| NodeError::Storage(error.to_string()))
+    }
+
+    fn install_snapshot(&mut self, snapshot: Snapshot) -> Result<(), NodeError> {
+        let last = snapshot.meta.last;
+        storage::write_snapshot(&self.data_dir, &snapshot)
+            .map_err(|error| NodeError::Storage(error.to_string()))?;
+        self.state_machine
+            .restore(snapshot.data.clone())
+            .map_err(|error| NodeError::Storage(format!("state machine restore: {error}")))?;
+        let old = self
+            .wal
+            .take()
+            .ok_or_else(|| NodeError::Storage("the log is closed".to_owned()))?;
+        let wake = Arc::clone(&self.wal_wake);
+        let hard_state = self.core.hard_state();
+        let wal = storage::replace_log(
+            &self.data_dir,
+            old,
+            &self.log_settings,
+            hard_state,
+            last.index.next(),
+            move || wake.notify_one(),
+        )
+        .map_err(|error| NodeError::Storage(error.to_string()))?;
+        self.wal_completions = wal.completions();
+        self.wal = Some(wal);
+        // The replaced log holds the current hard state durably; every write
+        // pending in the old log is superseded by the snapshot.
+        self.pending_writes.clear();
+        self.core.handle_hard_state_durable(hard_state);
+        let leader_hint = self.core.leader();
+        while self
+            .waiters
+            .front()
+            .is_some_and(|waiter| waiter.first <= last.index)
+        {
+            let waiter = self.waiters.pop_front().expect("front checked above");
+            let index = waiter.first;
+            waiter.fail(NodeError::ProposalDropped { index, leader_hint });
+        }
+        self.core
+            .handle_snapshot_installed(last)
+            .map_err(|error| NodeError::Storage(format!("driver bug: {error}")))
+    }
+
+    fn fail(&mut self, error: NodeError) {
+        tracing::error!(%error, "node stopped");
+        self.shared.set_failed(error.clone());
+        self.stop_waiters(error);
+    }
+
+    fn stop_waiters(&mut self, error: NodeError) {
+        for waiter in self.waiters.drain(..) {
+            waiter.fail(error.clone());
+        }
+        for proposal in self.queued.drain(..) {
+            ProposalWaiter {
+                term: Term(0),
+                first: LogIndex(0),
+                last: LogIndex(0),
+                started: proposal.started,
+                responder: proposal.responder,
+            }
+            .fail(error.clone());
+        }
+        for (_, responder) in self.reads.drain() {
+            let _ = responder.send(Err(error.clone()));
+        }
+        for change in self.changes.drain(..) {
+            let _ = change.responder.send(Err(error.clone()));
+        }
+        if let Some(transfer) = self.transfer.take() {
+            let _ = transfer.responder.send(Err(error.clone()));
+        }
+        self.requests.close();
+        while let Ok(request) = self.requests.try_recv() {
+            request.refuse(error.clone());
+        }
+    }
+}
+
+fn storage_error(error: barge_wal::WalError) -> NodeError {
+    NodeError::Storage(error.to_string())
+}

@@ -1,0 +1,650 @@
+//! The node: the core, the log and the transport on two named threads, and
+//! the embedding API.
+//!
+//! # Threads
+//!
+//! - `barge-raft` owns the core, the state machine and the log handle. Its
+//!   loop (see `driver`) wakes on a request, a frame, a log completion or a
+//!   tick, drains everything queued, and carries out the core's actions in
+//!   batches. Proposals queued while it worked become one batch.
+//! - `barge-wal` (and `barge-wal-prep`) belong to the log: group commit
+//!   through io_uring, completions back over a channel plus a wake-up.
+//! - `barge-net` runs the QUIC endpoint (one Tokio worker): connections,
+//!   streams, TLS. Frames reach the Raft thread through bounded queues.
+//!
+//! Callers talk to `barge-raft` through one bounded request queue
+//! ([`NodeConfig::request_queue_max`]): when it is full, `propose` waits;
+//! when the core's uncommitted bytes are at their bound, the Raft thread
+//! stops taking requests until entries commit, so callers wait again. Memory
+//! stays bounded by those two limits and the transport's queues.
+//!
+//! # Data path
+//!
+//! The leader encodes each batch once (`crate::core::Batch`): the same
+//! `Bytes` are submitted to its log and sent to every follower as the bulk
+//! chunks of a frame; a follower's log writes the received bytes as they
+//! are.
+//!
+//! # Example
+//!
+//! ```no_run
+//! use std::collections::BTreeMap;
+//! use barge::node::{Node, NodeConfig, StateMachine};
+//! use barge::core::{Entry, NodeId};
+//! use bytes::Bytes;
+//!
+//! struct Counter(u64);
+//! impl StateMachine for Counter {
+//!     fn apply(&mut self, entries: &[Entry], responses: &mut Vec<Bytes>) {
+//!         for _ in entries {
+//!             self.0 += 1;
+//!             responses.push(Bytes::from(self.0.to_le_bytes().to_vec()));
+//!         }
+//!     }
+//!     fn snapshot(&mut self) -> Result<Bytes, String> { Ok(Bytes::from(self.0.to_le_bytes().to_vec())) }
+//!     fn restore(&mut self, data: Bytes) -> Result<(), String> {
+//!         self.0 = u64::from_le_bytes(data[..].try_into().map_err(|_| "bad snapshot")?);
+//!         Ok(())
+//!     }
+//! }
+//!
+//! # async fn run(identity: barge_net::NodeIdentity) -> Result<(), Box<dyn std::error::Error>> {
+//! let config = NodeConfig::new(
+//!     NodeId(1), 7, "127.0.0.1:7001".parse()?,
+//!     BTreeMap::from([(NodeId(2), "127.0.0.1:7002".parse()?), (NodeId(3), "127.0.0.1:7003".parse()?)]),
+//!     "/var/lib/barge/1".into(), identity,
+//! );
+//! let node = Node::start(config, Counter(0)).await?;
+//! let response = node.propose(Bytes::from_static(b"increment")).await?;
+//! let read_index = node.read_index().await?; // then read local state
+//! println!("{response:?} {read_index:?} {:?}", node.metrics().leader);
+//! node.shutdown().await?;
+//! # Ok(()) }
+//! ```
+
+mod config;
+mod driver;
+mod error;
+mod http;
+mod metrics;
+mod state_machine;
+mod storage;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use barge_net::{ClusterId, PeerId, QuicTransport, Transport};
+use barge_wal::Wal;
+use bytes::Bytes;
+use parking_lot::Mutex;
+use tokio::sync::{mpsc, oneshot, Notify};
+
+pub use config::{ConfigError, LogOptions, NodeConfig, StartMode};
+pub use error::{NodeError, StartError};
+pub use metrics::{HistogramSnapshot, Metrics};
+pub use state_machine::StateMachine;
+
+use crate::core::{LogIndex, MembershipChange, NodeId, Raft};
+use crate::wire::WireLimits;
+use metrics::Histogram;
+
+/// A request from the API to the Raft thread.
+pub(crate) enum Request {
+    Propose {
+        payload: Bytes,
+        responder: oneshot::Sender<Result<Bytes, NodeError>>,
+    },
+    ProposeBatch {
+        payloads: Vec<Bytes>,
+        responder: oneshot::Sender<Result<Vec<Bytes>, NodeError>>,
+    },
+    Read {
+        responder: oneshot::Sender<Result<LogIndex, NodeError>>,
+    },
+    ChangeMembership {
+        change: MembershipChange,
+        responder: oneshot::Sender<Result<LogIndex, NodeError>>,
+    },
+    AddLearner {
+        learner: NodeId,
+        responder: oneshot::Sender<Result<LogIndex, NodeError>>,
+    },
+    TransferLeadership {
+        target: NodeId,
+        responder: oneshot::Sender<Result<(), NodeError>>,
+    },
+}
+
+impl Request {
+    fn refuse(self, error: NodeError) {
+        match self {
+            Request::Propose { responder, .. } => {
+                let _ = responder.send(Err(error));
+            }
+            Request::ProposeBatch { responder, .. } => {
+                let _ = responder.send(Err(error));
+            }
+            Request::Read { responder }
+            | Request::ChangeMembership { responder, .. }
+            | Request::AddLearner { responder, .. } => {
+                let _ = responder.send(Err(error));
+            }
+            Request::TransferLeadership { responder, .. } => {
+                let _ = responder.send(Err(error));
+            }
+        }
+    }
+}
+
+/// State shared between the API and the Raft thread.
+pub(crate) struct Shared {
+    id: NodeId,
+    started: Instant,
+    published_nanos: AtomicU64,
+    metrics: Mutex<Option<Metrics>>,
+    failed: Mutex<Option<NodeError>>,
+    commit_latency: Histogram,
+    log_durable_latency: Histogram,
+    proposals_committed: AtomicU64,
+    frames_rejected: AtomicU64,
+}
+
+/// Metrics are rebuilt at most this often outside ticks (the rebuild
+/// allocates; the hot path must not pay for it on every wake-up).
+const PUBLISH_INTERVAL_NANOS: u64 = 5_000_000;
+
+impl Shared {
+    fn new(id: NodeId) -> Shared {
+        Shared {
+            id,
+            started: Instant::now(),
+            published_nanos: AtomicU64::new(0),
+            metrics: Mutex::new(None),
+            failed: Mutex::new(None),
+            commit_latency: Histogram::default(),
+            log_durable_latency: Histogram::default(),
+            proposals_committed: AtomicU64::new(0),
+            frames_rejected: AtomicU64::new(0),
+        }
+    }
+
+    fn frame_rejected(&self) {
+        self.frames_rejected.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn proposals_committed(&self, count: u64) {
+        self.proposals_committed.fetch_add(count, Ordering::Relaxed);
+    }
+
+    fn set_failed(&self, error: NodeError) {
+        self.failed.lock().get_or_insert(error);
+    }
+
+    fn failure(&self) -> Option<NodeError> {
+        self.failed.lock().clone()
+    }
+
+    fn publish(&self, core: &Raft, wal: Option<&Wal>, transport: &QuicTransport, force: bool) {
+        let now = u64::try_from(self.started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        let last = self.published_nanos.load(Ordering::Relaxed);
+        if !force && now.saturating_sub(last) < PUBLISH_INTERVAL_NANOS {
+            return;
+        }
+        self.published_nanos.store(now, Ordering::Relaxed);
+        let core_metrics = core.metrics();
+        let log = wal.map(Wal::metrics);
+        let metrics = Metrics {
+            id: self.id,
+            role: core.role(),
+            term: core.term(),
+            leader: core.leader(),
+            leader_changes: core_metrics.leader_changes,
+            elections_started: core_metrics.elections_started,
+            pre_votes_started: core_metrics.pre_votes_started,
+            uncommitted_entries: core_metrics.uncommitted_entries,
+            uncommitted_bytes: core_metrics.uncommitted_bytes,
+            commit_index: core.commit_index(),
+            applied_index: core.applied_index(),
+            last_log_index: core.last_log_id().index,
+            proposals_committed: self.proposals_committed.load(Ordering::Relaxed),
+            proposals_overloaded: core_metrics.proposals_overloaded,
+            commit_latency: self.commit_latency.snapshot(),
+            log_durable_latency: self.log_durable_latency.snapshot(),
+            fsyncs: log.as_ref().map_or(0, |log| log.syncs),
+            fsync_micros_mean: log.as_ref().map_or(0.0, |log| log.sync_micros_mean),
+            fsync_micros_max: log.as_ref().map_or(0.0, |log| log.sync_micros_max),
+            log_batches: log.as_ref().map_or(0, |log| log.batches),
+            log_batches_per_group_mean: log.as_ref().map_or(0.0, |log| log.batches_per_group_mean),
+            inflight_bytes: core_metrics.inflight_bytes,
+            snapshots_sent: core_metrics.snapshots_sent,
+            snapshots_installed: core_metrics.snapshots_installed,
+            messages_rejected: core_metrics.messages_rejected,
+            frames_rejected: self.frames_rejected.load(Ordering::Relaxed),
+            transport: transport.counters(),
+        };
+        *self.metrics.lock() = Some(metrics);
+    }
+}
+
+/// What `shutdown` needs to stop the threads.
+struct Control {
+    shutdown: oneshot::Sender<()>,
+    raft_thread: std::thread::JoinHandle<Option<Wal>>,
+    transport: Arc<QuicTransport>,
+    net_runtime: tokio::runtime::Runtime,
+}
+
+/// A running Raft node. Cheap to share behind an `Arc`; every method takes
+/// `&self` except [`Node::shutdown`].
+pub struct Node {
+    id: NodeId,
+    requests: mpsc::Sender<Request>,
+    shared: Arc<Shared>,
+    control: Mutex<Option<Control>>,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Node {
+    /// Validates `config`, recovers the data directory, restores the state
+    /// machine from the latest snapshot, starts the transport and the Raft
+    /// thread. Returns once the node is running (it may not know a leader
+    /// yet).
+    ///
+    /// # Errors
+    /// [`StartError`] naming the file, setting or address at fault.
+    ///
+    /// # Cancel safety
+    /// Not cancel safe: dropping the future mid-start may leave threads that
+    /// stop only when the process exits.
+    pub async fn start(
+        config: NodeConfig,
+        state_machine: impl StateMachine,
+    ) -> Result<Node, StartError> {
+        Node::start_boxed(config, Box::new(state_machine)).await
+    }
+
+    async fn start_boxed(
+        config: NodeConfig,
+        mut state_machine: Box<dyn StateMachine>,
+    ) -> Result<Node, StartError> {
+        config.validate()?;
+        let id = config.id;
+        let shared = Arc::new(Shared::new(id));
+        let net_runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("barge-net")
+            .enable_all()
+            .build()
+            .map_err(StartError::Runtime)?;
+        let transport_config = transport_config(&config);
+        let (transport, incoming) = {
+            let _context = net_runtime.enter();
+            QuicTransport::start(transport_config)
+                .map_err(|error| StartError::Transport(error.to_string()))?
+        };
+        let transport = Arc::new(transport);
+        if let Some(address) = config.metrics_listen {
+            let shared = Arc::clone(&shared);
+            let listener = {
+                let _context = net_runtime.enter();
+                let socket =
+                    std::net::TcpListener::bind(address).map_err(|source| StartError::Io {
+                        path: format!("metrics listener {address}").into(),
+                        source,
+                    })?;
+                socket.set_nonblocking(true).map_err(StartError::Runtime)?;
+                tokio::net::TcpListener::from_std(socket).map_err(StartError::Runtime)?
+            };
+            net_runtime.spawn(http::serve(listener, shared));
+        }
+
+        let (requests_sender, requests) = mpsc::channel(config.request_queue_max);
+        let (ready_sender, ready) = oneshot::channel();
+        let (shutdown_sender, shutdown) = oneshot::channel();
+        let wal_wake = Arc::new(Notify::new());
+        let thread_shared = Arc::clone(&shared);
+        let thread_transport = Arc::clone(&transport);
+        let raft_thread = std::thread::Builder::new()
+            .name("barge-raft".to_owned())
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_time()
+                    .build()
+                {
+                    Ok(runtime) => runtime,
+                    Err(error) => {
+                        let _ = ready_sender.send(Err(StartError::Runtime(error)));
+                        return None;
+                    }
+                };
+                let settings = storage::LogSettings::from_config(&config);
+                let wake = Arc::clone(&wal_wake);
+                let recovered = storage::recover(&config, &settings, move || wake.notify_one());
+                let (recovered, snapshot) = match recovered {
+                    Ok(recovered) => recovered,
+                    Err(error) => {
+                        let _ = ready_sender.send(Err(error));
+                        return None;
+                    }
+                };
+                if let Some(snapshot) = snapshot {
+                    if let Err(error) = state_machine.restore(snapshot.data) {
+                        let _ = ready_sender.send(Err(StartError::Restore(error)));
+                        return recovered.wal.shutdown().ok().map(|()| None).unwrap_or(None);
+                    }
+                }
+                let seed = config.rng_seed.unwrap_or_else(|| {
+                    let nanos = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |elapsed| elapsed.as_nanos() as u64);
+                    nanos ^ id.0.rotate_left(32)
+                });
+                let core = match Raft::new(id, config.raft.clone(), recovered.persisted, seed) {
+                    Ok(core) => core,
+                    Err(error) => {
+                        let _ = ready_sender.send(Err(StartError::Recovery(error)));
+                        let _ = recovered.wal.shutdown();
+                        return None;
+                    }
+                };
+                let wire_limits = wire_limits(&config);
+                let election_timeout_ticks = config.raft.election_timeout_ticks_max;
+                let driver = driver::Driver::new(
+                    core,
+                    recovered.wal,
+                    wal_wake,
+                    settings,
+                    config.data_dir.clone(),
+                    thread_transport,
+                    incoming,
+                    requests,
+                    state_machine,
+                    thread_shared,
+                    wire_limits,
+                    election_timeout_ticks,
+                );
+                let _ = ready_sender.send(Ok(()));
+                runtime.block_on(driver.run(config.tick_interval, shutdown))
+            })
+            .map_err(StartError::Runtime)?;
+        let started = ready.await.unwrap_or_else(|_| {
+            Err(StartError::Runtime(std::io::Error::other(
+                "the barge-raft thread exited during start",
+            )))
+        });
+        if let Err(error) = started {
+            let _ = raft_thread.join();
+            net_runtime.block_on(transport.shutdown());
+            net_runtime.shutdown_background();
+            return Err(error);
+        }
+        Ok(Node {
+            id,
+            requests: requests_sender,
+            shared,
+            control: Mutex::new(Some(Control {
+                shutdown: shutdown_sender,
+                raft_thread,
+                transport,
+                net_runtime,
+            })),
+        })
+    }
+
+    /// This node's id.
+    #[must_use]
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    async fn request<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, NodeError>>) -> Request,
+    ) -> Result<T, NodeError> {
+        if let Some(error) = self.shared.failure() {
+            return Err(error);
+        }
+        let (sender, receiver) = oneshot::channel();
+        self.requests
+            .send(make(sender))
+            .await
+            .map_err(|_| self.shared.failure().unwrap_or(NodeError::Stopped))?;
+        receiver
+            .await
+            .unwrap_or_else(|_| Err(self.shared.failure().unwrap_or(NodeError::Stopped)))
+    }
+
+    /// Proposes one entry; resolves with the state machine's response once
+    /// the entry is committed and applied on this node (the leader).
+    ///
+    /// # Errors
+    /// [`NodeError::NotLeader`] (with a hint), [`NodeError::Overloaded`],
+    /// [`NodeError::ProposalDropped`] if a leader change overwrote it,
+    /// [`NodeError::Storage`], [`NodeError::Stopped`].
+    ///
+    /// # Cancel safety
+    /// Dropping the future abandons the answer, not the proposal: it may
+    /// still commit.
+    pub async fn propose(&self, payload: Bytes) -> Result<Bytes, NodeError> {
+        self.request(|responder| Request::Propose { payload, responder })
+            .await
+    }
+
+    /// Proposes several entries as one unit of admission; resolves with one
+    /// response per entry, in order, once all are applied. They commit
+    /// together only if they fit one batch (`batch_entries_max`,
+    /// `batch_bytes_max`); larger calls are refused as invalid.
+    ///
+    /// # Errors
+    /// As [`Node::propose`].
+    ///
+    /// # Cancel safety
+    /// As [`Node::propose`].
+    pub async fn propose_batch(&self, payloads: Vec<Bytes>) -> Result<Vec<Bytes>, NodeError> {
+        if payloads.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.request(|responder| Request::ProposeBatch {
+            payloads,
+            responder,
+        })
+        .await
+    }
+
+    /// A linearizable read barrier (ReadIndex, thesis §6.4): resolves with
+    /// an index once this node's state machine has applied everything that
+    /// was committed when the read began. Read local state after it returns.
+    /// Works on followers too (they ask the leader).
+    ///
+    /// # Errors
+    /// [`NodeError::NotLeader`] if no leader could confirm the read,
+    /// [`NodeError::Overloaded`], [`NodeError::Stopped`].
+    ///
+    /// # Cancel safety
+    /// Cancel safe: nothing changes if the future is dropped.
+    pub async fn read_index(&self) -> Result<LogIndex, NodeError> {
+        self.request(|responder| Request::Read { responder }).await
+    }
+
+    /// Changes the voters and learners (joint consensus when more than one
+    /// voter changes; the leader leaves the joint configuration by itself).
+    /// Resolves when the first configuration entry is applied. Every new
+    /// member must be in the address book ([`NodeConfig::peers`]).
+    ///
+    /// # Errors
+    /// [`NodeError::NotLeader`], [`NodeError::ChangeInProgress`],
+    /// [`NodeError::Invalid`], [`NodeError::ProposalDropped`].
+    ///
+    /// # Cancel safety
+    /// The change may still happen if the future is dropped.
+    pub async fn change_membership(
+        &self,
+        voters: BTreeSet<NodeId>,
+        learners: BTreeSet<NodeId>,
+    ) -> Result<LogIndex, NodeError> {
+        let change = MembershipChange { voters, learners };
+        self.request(|responder| Request::ChangeMembership { change, responder })
+            .await
+    }
+
+    /// Adds a learner: it receives the log but does not vote.
+    ///
+    /// # Errors
+    /// As [`Node::change_membership`].
+    ///
+    /// # Cancel safety
+    /// As [`Node::change_membership`].
+    pub async fn add_learner(&self, learner: NodeId) -> Result<LogIndex, NodeError> {
+        self.request(|responder| Request::AddLearner { learner, responder })
+            .await
+    }
+
+    /// Hands leadership to `target` (thesis §3.10); resolves once this node
+    /// sees `target` lead.
+    ///
+    /// # Errors
+    /// [`NodeError::NotLeader`], [`NodeError::Invalid`] for a bad target,
+    /// [`NodeError::TransferTimedOut`] after two election timeouts.
+    ///
+    /// # Cancel safety
+    /// The transfer may still happen if the future is dropped.
+    pub async fn transfer_leadership(&self, target: NodeId) -> Result<(), NodeError> {
+        self.request(|responder| Request::TransferLeadership { target, responder })
+            .await
+    }
+
+    /// The latest metrics (refreshed every tick and after work, at most every
+    /// 5 ms). Before the first refresh, a default with this node's id.
+    #[must_use]
+    pub fn metrics(&self) -> Metrics {
+        self.shared
+            .metrics
+            .lock()
+            .clone()
+            .unwrap_or_else(|| Metrics {
+                id: self.id,
+                role: crate::core::Role::Follower,
+                term: crate::core::Term(0),
+                leader: None,
+                leader_changes: 0,
+                elections_started: 0,
+                pre_votes_started: 0,
+                uncommitted_entries: 0,
+                uncommitted_bytes: 0,
+                commit_index: LogIndex(0),
+                applied_index: LogIndex(0),
+                last_log_index: LogIndex(0),
+                proposals_committed: 0,
+                proposals_overloaded: 0,
+                commit_latency: HistogramSnapshot::default(),
+                log_durable_latency: HistogramSnapshot::default(),
+                fsyncs: 0,
+                fsync_micros_mean: 0.0,
+                fsync_micros_max: 0.0,
+                log_batches: 0,
+                log_batches_per_group_mean: 0.0,
+                inflight_bytes: Vec::new(),
+                snapshots_sent: 0,
+                snapshots_installed: 0,
+                messages_rejected: 0,
+                frames_rejected: 0,
+                transport: barge_net::CounterSnapshot::default(),
+            })
+    }
+
+    /// The failure that stopped the node, if any.
+    #[must_use]
+    pub fn failure(&self) -> Option<NodeError> {
+        self.shared.failure()
+    }
+
+    /// Stops the node: pending requests fail with [`NodeError::Stopped`],
+    /// the log is synced and closed, connections are closed, threads joined.
+    ///
+    /// # Errors
+    /// [`NodeError::Storage`] if the final sync failed (or the log had
+    /// failed earlier).
+    ///
+    /// # Cancel safety
+    /// Not cancel safe: a dropped future leaves the shutdown half done.
+    pub async fn shutdown(self) -> Result<(), NodeError> {
+        let Some(control) = self.control.lock().take() else {
+            return Ok(());
+        };
+        let _ = control.shutdown.send(());
+        let raft_thread = control.raft_thread;
+        let wal = tokio::task::spawn_blocking(move || raft_thread.join())
+            .await
+            .map_err(|_| NodeError::Stopped)?
+            .map_err(|_| NodeError::Storage("the barge-raft thread panicked".to_owned()))?;
+        let mut result = match self.shared.failure() {
+            Some(error) => Err(error),
+            None => Ok(()),
+        };
+        if let Some(wal) = wal {
+            let closed = tokio::task::spawn_blocking(move || wal.shutdown())
+                .await
+                .map_err(|_| NodeError::Stopped)?;
+            if let Err(error) = closed {
+                result = result.and(Err(NodeError::Storage(error.to_string())));
+            }
+        }
+        let transport = control.transport;
+        let _ = control
+            .net_runtime
+            .spawn(async move { transport.shutdown().await })
+            .await;
+        control.net_runtime.shutdown_background();
+        result
+    }
+}
+
+fn transport_config(config: &NodeConfig) -> barge_net::Config {
+    let peers: BTreeMap<PeerId, std::net::SocketAddr> = config
+        .peers
+        .iter()
+        .map(|(id, address)| (PeerId(id.0), *address))
+        .collect();
+    let mut transport = barge_net::Config::new(
+        PeerId(config.id.0),
+        ClusterId(config.cluster),
+        config.listen,
+        peers,
+        config.identity.clone(),
+    );
+    // One append message holds up to append_bytes_max of batches plus one
+    // more batch (the bound is soft), and a header.
+    let frame = config.raft.append_bytes_max
+        + u64::from(config.raft.batch_bytes_max)
+        + config.raft.snapshot_chunk_bytes
+        + (1 << 20);
+    transport.frame_bytes_max = u32::try_from(frame)
+        .unwrap_or(u32::MAX)
+        .max(transport.frame_bytes_max);
+    transport
+}
+
+fn wire_limits(config: &NodeConfig) -> WireLimits {
+    let batch = config.raft.batch_limits();
+    // One header per batch in an append; a batch holds at least one entry,
+    // so entries_max per message bounds the batch count.
+    let batches_max = u32::try_from(config.raft.append_bytes_max / 8)
+        .unwrap_or(u32::MAX)
+        .clamp(1024, 1 << 20);
+    WireLimits {
+        header_bytes_max: batches_max.saturating_mul(32).saturating_add(4096),
+        batches_max,
+        batch,
+        snapshot_chunk_bytes_max: u32::try_from(config.raft.snapshot_chunk_bytes)
+            .unwrap_or(u32::MAX),
+    }
+}

@@ -1,0 +1,445 @@
+//! The node's data directory: identity file, snapshot file and the
+//! write-ahead log, and recovery from them into the core's [`Persisted`].
+//!
+//! ```text
+//! data_dir/
+//!   node.id        "barge-node v1 cluster=<u64> id=<u64>\n", written once
+//!   snapshot       the latest snapshot (format below), replaced atomically
+//!   log/           barge-wal's segments and hard state
+//!   log.next/      a replacement log being prepared after a snapshot install
+//! ```
+//!
+//! # Snapshot file (integers little-endian)
+//!
+//! | offset  | size | field                                        |
+//! |---------|------|----------------------------------------------|
+//! | 0       | 8    | magic `BARGESNP`                             |
+//! | 8       | 8    | term of the last included entry              |
+//! | 16      | 8    | index of the last included entry             |
+//! | 24      | 4    | `m`, membership length                       |
+//! | 28      | `m`  | membership ([`Membership::encode`])          |
+//! | 28 + m  | 8    | `n`, data length                             |
+//! | 36 + m  | `n`  | the state machine's bytes                    |
+//! | 36+m+n  | 4    | CRC32C of everything before                  |
+//!
+//! Written to `snapshot.tmp`, fsynced, renamed over `snapshot`, then the
+//! directory is fsynced: a crash leaves the old or the new file, whole.
+//!
+//! # Replacing the log after a snapshot install
+//!
+//! A follower that installs a leader's snapshot must continue its log at the
+//! snapshot's last index + 1, which the append-only log cannot do in place.
+//! The snapshot file is made durable first; then a fresh log holding only the
+//! hard state is built in `log.next/`, `log/` is removed and `log.next/`
+//! renamed into place, and the directory fsynced. At open, a `log.next/`
+//! beside a `log/` is an unfinished preparation and is removed; a
+//! `log.next/` alone is the finished one and is renamed. If a crash left the
+//! old log beside the new snapshot, recovery drops the old entries that do
+//! not follow the snapshot (their terms disagree at the snapshot's index) and
+//! replaces the log then.
+
+use std::fs::{self, File};
+use std::io::{Read, Write};
+use std::path::Path;
+
+use barge_wal::{Backend, HardState as WalHardState, Notifier, Wal, WalConfig};
+use bytes::Bytes;
+
+use super::config::{NodeConfig, StartMode};
+use super::error::StartError;
+use crate::core::{
+    Batch, HardState, LogId, LogIndex, Membership, NodeId, Persisted, Snapshot, SnapshotMeta, Term,
+};
+
+const IDENTITY_FILE: &str = "node.id";
+const SNAPSHOT_FILE: &str = "snapshot";
+const SNAPSHOT_TMP_FILE: &str = "snapshot.tmp";
+const LOG_DIR: &str = "log";
+const LOG_NEXT_DIR: &str = "log.next";
+const SNAPSHOT_MAGIC: &[u8; 8] = b"BARGESNP";
+/// Largest snapshot file read at start (matches the core's default
+/// `snapshot_bytes_max`); a larger file is reported corrupt, not allocated.
+const SNAPSHOT_FILE_BYTES_MAX: u64 = 4 << 30;
+
+fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> StartError + '_ {
+    move |source| StartError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Everything recovered from the data directory.
+pub(super) struct Recovered {
+    pub(super) wal: Wal,
+    pub(super) persisted: Persisted,
+}
+
+/// Options the node passes to every log it opens.
+pub(super) struct LogSettings {
+    pub(super) segment_bytes: u64,
+    pub(super) queued_bytes_max: usize,
+    pub(super) write_bytes_max: usize,
+    pub(super) backend: Backend,
+}
+
+impl LogSettings {
+    pub(super) fn from_config(config: &NodeConfig) -> LogSettings {
+        LogSettings {
+            segment_bytes: config.log.segment_bytes,
+            queued_bytes_max: config.log.queued_bytes_max,
+            // One batch must fit one write; leave room for the record framing.
+            write_bytes_max: config.raft.batch_bytes_max as usize + (1 << 20),
+            backend: config.log.backend.clone(),
+        }
+    }
+
+    fn wal_config(&self, notifier: Option<Notifier>) -> WalConfig {
+        WalConfig {
+            segment_bytes: self.segment_bytes,
+            queued_bytes_max: self.queued_bytes_max,
+            write_bytes_max: self.write_bytes_max,
+            backend: self.backend.clone(),
+            notifier,
+            ..WalConfig::default()
+        }
+    }
+}
+
+/// Opens (or initialises) the data directory and recovers the core's state.
+pub(super) fn recover(
+    config: &NodeConfig,
+    settings: &LogSettings,
+    notifier: impl Fn() + Send + Sync + Clone + 'static,
+) -> Result<(Recovered, Option<Snapshot>), StartError> {
+    let dir = &config.data_dir;
+    check_identity(dir, config.cluster, config.id, config.start)?;
+    finish_log_replacement(dir)?;
+    let snapshot = read_snapshot(dir)?;
+    let log_dir = dir.join(LOG_DIR);
+    let (wal, recovery) = Wal::open(
+        &log_dir,
+        settings.wal_config(Some(Box::new(notifier.clone()))),
+    )
+    .map_err(|error| StartError::Log(format!("{}: {error}", log_dir.display())))?;
+    if let Some(damage) = recovery.damaged.first() {
+        return Err(StartError::Log(format!(
+            "{} damaged range(s), first in {} at offset {} (indexes {:?}..={:?}); \
+             refetching damaged entries from peers is not implemented yet",
+            recovery.damaged.len(),
+            damage.path.display(),
+            damage.offset,
+            damage.first,
+            damage.last
+        )));
+    }
+    let hard_state = HardState {
+        term: Term(recovery.hard_state.term),
+        vote: recovery.hard_state.vote.map(NodeId),
+    };
+    let limits = config.raft.batch_limits();
+    let mut batches = Vec::new();
+    if let (Some(first), Some(last)) = (recovery.first, recovery.last) {
+        let stored = wal
+            .read(first.index..=last.index, usize::MAX)
+            .map_err(|error| StartError::Log(format!("reading {}: {error}", log_dir.display())))?;
+        for batch in stored {
+            let len = u32::try_from(batch.last - batch.first + 1).map_err(|_| {
+                StartError::Log(format!("batch {}..={} too long", batch.first, batch.last))
+            })?;
+            let decoded = Batch::decode(
+                LogIndex(batch.first),
+                Term(batch.term),
+                len,
+                batch.payload,
+                limits,
+            )
+            .map_err(|error| StartError::Corrupt {
+                path: log_dir.clone(),
+                reason: format!("batch {}..={}: {error}", batch.first, batch.last),
+            })?;
+            batches.push(decoded);
+        }
+    }
+    let mut wal = wal;
+    if let Some(snapshot) = &snapshot {
+        let last = snapshot.meta.last;
+        // The log continues the snapshot if it is empty, holds the
+        // snapshot's last entry with its term, or starts right after it
+        // (compaction removed the segment holding it).
+        let continues = batches.is_empty()
+            || batches
+                .iter()
+                .any(|batch| batch.contains(last.index) && batch.term() == last.term)
+            || batches
+                .first()
+                .is_some_and(|batch| batch.first() == last.index.next());
+        if !continues {
+            // A crash between installing a leader's snapshot and replacing
+            // the log: the old entries are superseded by the snapshot.
+            batches.clear();
+            wal = replace_log(dir, wal, settings, hard_state, last.index.next(), notifier)?;
+        }
+    }
+    let persisted = Persisted {
+        hard_state,
+        snapshot: snapshot.clone(),
+        batches,
+        initial_membership: Membership::new(config.initial_voters.iter().copied()),
+    };
+    Ok((Recovered { wal, persisted }, snapshot))
+}
+
+/// Replaces the log with an empty one that continues at `next` and holds
+/// `hard_state` (see the module docs for the crash analysis).
+pub(super) fn replace_log(
+    dir: &Path,
+    old: Wal,
+    settings: &LogSettings,
+    hard_state: HardState,
+    next: LogIndex,
+    notifier: impl Fn() + Send + Sync + 'static,
+) -> Result<Wal, StartError> {
+    old.shutdown()
+        .map_err(|error| StartError::Log(format!("closing the old log: {error}")))?;
+    let next_dir = dir.join(LOG_NEXT_DIR);
+    if next_dir.exists() {
+        fs::remove_dir_all(&next_dir).map_err(io_error(&next_dir))?;
+    }
+    let (fresh, _) = Wal::open(&next_dir, settings.wal_config(None))
+        .map_err(|error| StartError::Log(format!("{}: {error}", next_dir.display())))?;
+    let sequence = fresh
+        .save_hard_state(WalHardState {
+            term: hard_state.term.0,
+            vote: hard_state.vote.map(|vote| vote.0),
+            commit: next.prev().0,
+        })
+        .map_err(|error| StartError::Log(error.to_string()))?;
+    fresh
+        .wait_durable(sequence)
+        .map_err(|error| StartError::Log(error.to_string()))?;
+    fresh
+        .shutdown()
+        .map_err(|error| StartError::Log(error.to_string()))?;
+    let log_dir = dir.join(LOG_DIR);
+    fs::remove_dir_all(&log_dir).map_err(io_error(&log_dir))?;
+    fs::rename(&next_dir, &log_dir).map_err(io_error(&log_dir))?;
+    sync_dir(dir)?;
+    let (wal, recovery) = Wal::open(&log_dir, settings.wal_config(Some(Box::new(notifier))))
+        .map_err(|error| StartError::Log(format!("{}: {error}", log_dir.display())))?;
+    if recovery.last.is_some() {
+        return Err(StartError::Log(format!(
+            "{}: replacement log for index {} is not empty",
+            log_dir.display(),
+            next.0
+        )));
+    }
+    Ok(wal)
+}
+
+fn finish_log_replacement(dir: &Path) -> Result<(), StartError> {
+    let next_dir = dir.join(LOG_NEXT_DIR);
+    if !next_dir.exists() {
+        return Ok(());
+    }
+    let log_dir = dir.join(LOG_DIR);
+    if log_dir.exists() {
+        // The preparation did not finish: the old log is still the log.
+        fs::remove_dir_all(&next_dir).map_err(io_error(&next_dir))?;
+    } else {
+        fs::rename(&next_dir, &log_dir).map_err(io_error(&log_dir))?;
+    }
+    sync_dir(dir)
+}
+
+fn identity_line(cluster: u64, id: NodeId) -> String {
+    format!("barge-node v1 cluster={cluster} id={}\n", id.0)
+}
+
+fn check_identity(
+    dir: &Path,
+    cluster: u64,
+    id: NodeId,
+    start: StartMode,
+) -> Result<(), StartError> {
+    let path = dir.join(IDENTITY_FILE);
+    let expected = identity_line(cluster, id);
+    match fs::read_to_string(&path) {
+        Ok(found) if found == expected => Ok(()),
+        Ok(found) => Err(StartError::WrongDataDirectory {
+            path: dir.to_path_buf(),
+            found: found.trim().to_owned(),
+            expected: expected.trim().to_owned(),
+        }),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            if start == StartMode::Existing {
+                return Err(StartError::FreshDataDirectory(dir.to_path_buf()));
+            }
+            if dir.join(LOG_DIR).exists() {
+                return Err(StartError::Corrupt {
+                    path: path.clone(),
+                    reason: "missing, but a log exists beside it".to_owned(),
+                });
+            }
+            fs::create_dir_all(dir).map_err(io_error(dir))?;
+            write_durably(dir, IDENTITY_FILE, expected.as_bytes())
+        }
+        Err(error) => Err(StartError::Io {
+            path,
+            source: error,
+        }),
+    }
+}
+
+/// Writes `name` in `dir` atomically and durably (temp file, fsync, rename,
+/// directory fsync).
+fn write_durably(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), StartError> {
+    let temporary = dir.join(format!("{name}.tmp"));
+    let mut file = File::create(&temporary).map_err(io_error(&temporary))?;
+    file.write_all(bytes).map_err(io_error(&temporary))?;
+    file.sync_all().map_err(io_error(&temporary))?;
+    drop(file);
+    let path = dir.join(name);
+    fs::rename(&temporary, &path).map_err(io_error(&path))?;
+    sync_dir(dir)
+}
+
+fn sync_dir(dir: &Path) -> Result<(), StartError> {
+    File::open(dir)
+        .and_then(|handle| handle.sync_all())
+        .map_err(io_error(dir))
+}
+
+/// Makes `snapshot` the node's durable snapshot.
+pub(super) fn write_snapshot(dir: &Path, snapshot: &Snapshot) -> Result<(), StartError> {
+    let membership = snapshot.meta.membership.encode();
+    let mut bytes = Vec::with_capacity(40 + membership.len() + snapshot.data.len());
+    bytes.extend_from_slice(SNAPSHOT_MAGIC);
+    bytes.extend_from_slice(&snapshot.meta.last.term.0.to_le_bytes());
+    bytes.extend_from_slice(&snapshot.meta.last.index.0.to_le_bytes());
+    // Membership is bounded by MEMBERS_MAX entries, far below 4 GiB.
+    bytes.extend_from_slice(&(membership.len() as u32).to_le_bytes());
+    bytes.extend_from_slice(&membership);
+    bytes.extend_from_slice(&(snapshot.data.len() as u64).to_le_bytes());
+    bytes.extend_from_slice(&snapshot.data);
+    let crc = crc32c::crc32c(&bytes);
+    bytes.extend_from_slice(&crc.to_le_bytes());
+    let temporary = dir.join(SNAPSHOT_TMP_FILE);
+    let _ = fs::remove_file(&temporary);
+    write_durably(dir, SNAPSHOT_FILE, &bytes)
+}
+
+fn read_snapshot(dir: &Path) -> Result<Option<Snapshot>, StartError> {
+    let path = dir.join(SNAPSHOT_FILE);
+    let mut file = match File::open(&path) {
+        Ok(file) => file,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(error) => {
+            return Err(StartError::Io {
+                path,
+                source: error,
+            })
+        }
+    };
+    let corrupt = |reason: &str| StartError::Corrupt {
+        path: path.clone(),
+        reason: reason.to_owned(),
+    };
+    let len = file.metadata().map_err(io_error(&path))?.len();
+    if len > SNAPSHOT_FILE_BYTES_MAX {
+        return Err(corrupt("larger than the 4 GiB snapshot bound"));
+    }
+    let mut bytes = Vec::with_capacity(len as usize);
+    file.read_to_end(&mut bytes).map_err(io_error(&path))?;
+    parse_snapshot(&bytes).map_err(corrupt)
+}
+
+fn parse_snapshot(bytes: &[u8]) -> Result<Option<Snapshot>, &'static str> {
+    if bytes.len() < 40 {
+        return Err("shorter than a snapshot header");
+    }
+    let (body, crc) = bytes.split_at(bytes.len() - 4);
+    let crc = u32::from_le_bytes(crc.try_into().map_err(|_| "checksum")?);
+    if crc32c::crc32c(body) != crc {
+        return Err("checksum mismatch");
+    }
+    let mut rest = body;
+    let mut take = |len: usize| -> Result<&[u8], &'static str> {
+        if rest.len() < len {
+            return Err("truncated");
+        }
+        let (head, tail) = rest.split_at(len);
+        rest = tail;
+        Ok(head)
+    };
+    if take(8)? != SNAPSHOT_MAGIC {
+        return Err("bad magic");
+    }
+    let u64_at = |slice: &[u8]| u64::from_le_bytes(slice.try_into().unwrap_or([0; 8]));
+    let term = u64_at(take(8)?);
+    let index = u64_at(take(8)?);
+    let membership_len = u32::from_le_bytes(take(4)?.try_into().map_err(|_| "length")?) as usize;
+    let membership = Membership::decode(take(membership_len)?).map_err(|_| "bad membership")?;
+    let data_len = u64_at(take(8)?) as usize;
+    let data = Bytes::copy_from_slice(take(data_len)?);
+    if !rest.is_empty() {
+        return Err("trailing bytes");
+    }
+    Ok(Some(Snapshot {
+        meta: SnapshotMeta {
+            last: LogId::new(Term(term), LogIndex(index)),
+            membership,
+        },
+        data,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snapshot_file_round_trips_and_detects_damage() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let snapshot = Snapshot {
+            meta: SnapshotMeta {
+                last: LogId::new(Term(3), LogIndex(42)),
+                membership: Membership::new([NodeId(1), NodeId(2), NodeId(3)]),
+            },
+            data: Bytes::from_static(b"state machine bytes"),
+        };
+        write_snapshot(dir.path(), &snapshot).expect("write");
+        let read = read_snapshot(dir.path()).expect("read").expect("present");
+        assert_eq!(read, snapshot);
+
+        let path = dir.path().join(SNAPSHOT_FILE);
+        let mut bytes = fs::read(&path).expect("read file");
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 0x10;
+        fs::write(&path, &bytes).expect("write file");
+        let error = read_snapshot(dir.path()).unwrap_err();
+        assert!(error.to_string().contains("checksum mismatch"), "{error}");
+    }
+
+    #[test]
+    fn identity_guards_the_data_directory() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = dir.path().join("node");
+        let error = check_identity(&data, 7, NodeId(1), StartMode::Existing).unwrap_err();
+        assert!(
+            matches!(error, StartError::FreshDataDirectory(_)),
+            "{error}"
+        );
+        check_identity(&data, 7, NodeId(1), StartMode::New).expect("initialises");
+        check_identity(&data, 7, NodeId(1), StartMode::Existing).expect("recognises");
+        let error = check_identity(&data, 7, NodeId(2), StartMode::Existing).unwrap_err();
+        assert!(
+            matches!(error, StartError::WrongDataDirectory { .. }),
+            "{error}"
+        );
+        let error = check_identity(&data, 8, NodeId(1), StartMode::New).unwrap_err();
+        assert!(
+            matches!(error, StartError::WrongDataDirectory { .. }),
+            "{error}"
+        );
+    }
+}

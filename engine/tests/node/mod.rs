@@ -1,0 +1,185 @@
+//! A local cluster of real nodes on loopback (QUIC, TLS, io_uring log in a
+//! temporary directory) for the end-to-end tests.
+
+use std::collections::BTreeMap;
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::Arc;
+use std::time::Duration;
+
+use barge::core::{Entry, NodeId};
+use barge::node::{Node, NodeConfig, StartMode, StateMachine};
+use barge_net::{ClusterId, DevCa, PeerId};
+use bytes::Bytes;
+use parking_lot::Mutex;
+
+/// A state machine that records every applied payload; the response is the
+/// entry's index as text.
+#[derive(Clone, Default)]
+pub struct Recorder {
+    pub applied: Arc<Mutex<Vec<(u64, Bytes)>>>,
+}
+
+impl StateMachine for Recorder {
+    fn apply(&mut self, entries: &[Entry], responses: &mut Vec<Bytes>) {
+        let mut applied = self.applied.lock();
+        for entry in entries {
+            applied.push((entry.id.index.0, entry.payload.clone()));
+            responses.push(Bytes::from(entry.id.index.0.to_string()));
+        }
+    }
+
+    fn snapshot(&mut self) -> Result<Bytes, String> {
+        let applied = self.applied.lock();
+        let mut out = Vec::new();
+        for (index, payload) in applied.iter() {
+            out.extend_from_slice(&index.to_le_bytes());
+            out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+            out.extend_from_slice(payload);
+        }
+        Ok(Bytes::from(out))
+    }
+
+    fn restore(&mut self, snapshot: Bytes) -> Result<(), String> {
+        let mut applied = Vec::new();
+        let mut rest = &snapshot[..];
+        while !rest.is_empty() {
+            if rest.len() < 12 {
+                return Err("truncated snapshot".into());
+            }
+            let index = u64::from_le_bytes(rest[..8].try_into().map_err(|_| "index")?);
+            let len = u32::from_le_bytes(rest[8..12].try_into().map_err(|_| "len")?) as usize;
+            rest = &rest[12..];
+            if rest.len() < len {
+                return Err("truncated payload".into());
+            }
+            applied.push((index, Bytes::copy_from_slice(&rest[..len])));
+            rest = &rest[len..];
+        }
+        *self.applied.lock() = applied;
+        Ok(())
+    }
+}
+
+pub struct Cluster {
+    pub ca: DevCa,
+    pub addresses: BTreeMap<NodeId, SocketAddr>,
+    pub dir: tempfile::TempDir,
+    pub nodes: BTreeMap<NodeId, Node>,
+    pub machines: BTreeMap<NodeId, Recorder>,
+}
+
+pub const CLUSTER: u64 = 42;
+
+fn free_addresses(count: u64) -> BTreeMap<NodeId, SocketAddr> {
+    // Bind, read the port, release: the node binds it again right after.
+    (1..=count)
+        .map(|id| {
+            let socket = UdpSocket::bind("127.0.0.1:0").expect("bind loopback");
+            (NodeId(id), socket.local_addr().expect("local address"))
+        })
+        .collect()
+}
+
+impl Cluster {
+    pub fn config(&self, id: NodeId, start: StartMode) -> NodeConfig {
+        let peers = self
+            .addresses
+            .iter()
+            .filter(|(peer, _)| **peer != id)
+            .map(|(peer, address)| (*peer, *address))
+            .collect();
+        let identity = self.ca.issue(PeerId(id.0)).expect("issue certificate");
+        let mut config = NodeConfig::new(
+            id,
+            CLUSTER,
+            self.addresses[&id],
+            peers,
+            self.dir.path().join(format!("node-{}", id.0)),
+            identity,
+        );
+        config.start = start;
+        config.log.segment_bytes = 4 << 20;
+        config.rng_seed = Some(id.0 * 7919);
+        config
+    }
+
+    /// Starts `voters` nodes (ids 1..=voters); `spare` more addresses are
+    /// reserved for nodes added later.
+    pub async fn start(voters: u64, spare: u64) -> Cluster {
+        let ca = DevCa::generate(ClusterId(CLUSTER)).expect("dev CA");
+        let addresses = free_addresses(voters + spare);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut cluster = Cluster {
+            ca,
+            addresses,
+            dir,
+            nodes: BTreeMap::new(),
+            machines: BTreeMap::new(),
+        };
+        for id in 1..=voters {
+            let mut config = cluster.config(NodeId(id), StartMode::New);
+            config.initial_voters = (1..=voters).map(NodeId).collect();
+            cluster.launch(config).await;
+        }
+        cluster
+    }
+
+    pub async fn launch(&mut self, config: NodeConfig) {
+        let id = config.id;
+        let machine = self.machines.entry(id).or_default().clone();
+        let node = Node::start(config, machine).await.expect("node starts");
+        self.nodes.insert(id, node);
+    }
+
+    /// Waits until the running nodes agree on one leader; returns it.
+    pub async fn leader(&self, timeout: Duration) -> NodeId {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let leaders: Vec<Option<NodeId>> = self
+                .nodes
+                .values()
+                .map(|node| node.metrics().leader)
+                .collect();
+            if let Some(Some(leader)) = leaders.first() {
+                if leaders.iter().all(|seen| *seen == Some(*leader))
+                    && self.nodes.contains_key(leader)
+                {
+                    return *leader;
+                }
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no agreed leader within {timeout:?}: {leaders:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub async fn stop(&mut self, id: NodeId) {
+        let node = self.nodes.remove(&id).expect("node running");
+        node.shutdown().await.expect("clean shutdown");
+    }
+
+    pub async fn stop_all(mut self) {
+        let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
+        for id in ids {
+            self.stop(id).await;
+        }
+    }
+
+    /// Waits until node `id` has applied at least `index`.
+    pub async fn wait_applied(&self, id: NodeId, index: u64, timeout: Duration) {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let applied = self.nodes[&id].metrics().applied_index.0;
+            if applied >= index {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "node {id} applied {applied}, wanted {index} within {timeout:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
