@@ -197,13 +197,21 @@ async fn measure(frame_bytes: usize, duration: Duration) -> Result<Measured> {
         let stop = Arc::clone(&stop);
         let payload = Bytes::from(vec![0x42u8; frame_bytes]);
         tokio::spawn(async move {
+            let mut sent = 0u64;
             while !stop.load(Ordering::Relaxed) {
                 match transport.send(
                     PeerId(2),
                     TrafficClass::Entries,
                     Frame::from(payload.clone()),
                 ) {
-                    Ok(()) => {}
+                    // Yield now and then, as a node's loop does between
+                    // batches, so the writer gets its share of the workers.
+                    Ok(()) => {
+                        sent += 1;
+                        if sent % 64 == 0 {
+                            tokio::task::yield_now().await;
+                        }
+                    }
                     // The engine's in-flight window would stop here; wait a
                     // tick for the writer to drain the queue.
                     Err(SendError::Full { .. }) => {

@@ -330,6 +330,8 @@ async fn accept_one(shared: Arc<Shared>, incoming: quinn::Incoming) {
                 connection: connection.clone(),
                 dialer: peer,
             };
+            // The handshake refused peers that are not configured, and every
+            // configured peer has a channel, so the lookup cannot fail.
             if shared.established[&peer].send(established).await.is_err() {
                 // Shutting down.
                 connection.close(CloseReason::Shutdown.code(), CloseReason::Shutdown.text());

@@ -328,6 +328,7 @@ async fn start_connection(
 /// Dials `peer` and runs the dialer's half of the handshake.
 async fn dial(shared: Arc<Shared>, peer: PeerId) -> Result<Connection, HandshakeError> {
     let config = &shared.config;
+    // Drivers exist only for configured peers, so the lookup cannot fail.
     let address = config.peers[&peer];
     let attempt = async {
         let connecting = shared
