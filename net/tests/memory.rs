@@ -196,3 +196,34 @@ fn full_receiver_and_oversized_frames_are_refused() {
         Err(SendError::PeerDown(PeerId(9)))
     ));
 }
+
+#[test]
+fn both_transports_work_behind_one_trait_object() {
+    common_runtime().block_on(async {
+        let network = MemoryNetwork::new(6, MemoryConfig::default());
+        let (memory_one, _) = network.join(PeerId(1));
+        let (_memory_two, mut memory_incoming) = network.join(PeerId(2));
+        let transports: Vec<std::sync::Arc<dyn Transport>> = vec![std::sync::Arc::new(memory_one)];
+        for transport in &transports {
+            transport
+                .send(PeerId(2), TrafficClass::Control, frame("via dyn"))
+                .expect("send");
+            assert_eq!(transport.node(), PeerId(1));
+            assert_eq!(transport.counters().frames_sent, 1);
+        }
+        assert_eq!(
+            &memory_incoming.recv().await.expect("frame").body[..],
+            b"via dyn"
+        );
+        fn is_transport<T: Transport + 'static>() {}
+        is_transport::<barge_net::QuicTransport>();
+        is_transport::<barge_net::MemoryTransport>();
+    });
+}
+
+fn common_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
