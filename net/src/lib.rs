@@ -50,10 +50,10 @@
 //!   that peer until its [`Transport::queue_bytes`] falls (the Raft in-flight
 //!   window), on [`SendError::PeerDown`] do nothing (Raft retries after the
 //!   reconnect). `send` never blocks, so it is safe on the Raft loop.
-//! - Order is kept per (peer, class) on one connection. Across a reconnect
-//!   (or a replaced duplicate) frames in flight may be lost and, in a narrow
-//!   teardown race, a last frame of the old connection may arrive after the
-//!   first of the new one. Raft tolerates both; nothing is ever duplicated.
+//! - Order is kept per (peer, class), also across reconnects: a closed
+//!   connection's readers are stopped before the next connection starts.
+//!   Frames in flight on a failed (or replaced duplicate) connection may be
+//!   lost; Raft retries. The QUIC transport never delivers a frame twice.
 //! - The engine's `NodeId` converts to [`PeerId`] (`PeerId(id.0)`); frame
 //!   bodies are whatever the engine's wire module encodes.
 //! - [`MemoryNetwork`] gives the same API without sockets for the simulator.

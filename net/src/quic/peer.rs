@@ -210,7 +210,7 @@ pub(crate) async fn drive(
             }
             reason = async { current.as_ref().expect("guarded by is_some").0.connection.closed().await }, if current.is_some() => {
                 if let Some((_, tasks)) = current.take() {
-                    abort(tasks);
+                    retire(tasks).await;
                 }
                 Counters::add(&shared.counters.connections_lost, 1);
                 tracing::debug!(peer = %link.peer, %reason, "connection lost");
@@ -240,7 +240,7 @@ pub(crate) async fn drive(
         if let Some((old, tasks)) = current.take() {
             old.connection
                 .close(CloseReason::Duplicate.code(), CloseReason::Duplicate.text());
-            abort(tasks);
+            retire(tasks).await;
             Counters::add(&shared.counters.connections_lost, 1);
         }
         let tasks = start_connection(&shared, &link, &new.connection).await;
@@ -254,18 +254,35 @@ pub(crate) async fn drive(
     if let Some((old, tasks)) = current.take() {
         old.connection
             .close(CloseReason::Shutdown.code(), CloseReason::Shutdown.text());
-        abort(tasks);
+        retire(tasks).await;
     }
     if let Some(dial) = dialing {
         dial.abort();
     }
 }
 
-fn abort(tasks: Vec<JoinHandle<()>>) {
+/// Stops the tasks of a connection that was already closed. The first task
+/// is the stream acceptor: with the connection closed it ends by itself and
+/// stops its readers, and waiting for it means no frame of the old
+/// connection is delivered after a frame of the next one. Writers are
+/// aborted and awaited so their queues are free to drain or hand over.
+async fn retire(tasks: Vec<JoinHandle<()>>) {
+    let mut tasks = tasks.into_iter();
+    if let Some(acceptor) = tasks.next() {
+        let handle = acceptor.abort_handle();
+        if tokio::time::timeout(RETIRE_WAIT, acceptor).await.is_err() {
+            handle.abort();
+        }
+    }
     for task in tasks {
         task.abort();
+        // Resolves as soon as the aborted task is dropped.
+        let _ = task.await;
     }
 }
+
+/// Longest wait for a closed connection's readers to stop.
+const RETIRE_WAIT: Duration = Duration::from_secs(1);
 
 /// Up to 50 % random jitter on top of `delay`.
 fn jittered(rng: &mut SmallRng, delay: Duration) -> Duration {
