@@ -153,3 +153,30 @@ fn learners_do_not_campaign() {
     assert_eq!(cluster.raft(4).role(), Role::Follower);
     assert_eq!(cluster.raft(4).metrics().pre_votes_started, 0);
 }
+
+/// §5.2: only a leader's message or a granted vote resets the election
+/// timer, so a node with a stale log that keeps campaigning (pre-vote off)
+/// cannot starve the up-to-date node of its own timeout.
+#[test]
+fn stale_candidate_does_not_starve_elections() {
+    let config = Config {
+        pre_vote: false,
+        check_quorum: false,
+        ..Config::default()
+    };
+    let mut cluster = Cluster::new(&[1, 2, 3], config);
+    cluster.campaign(1);
+    cluster.tick_all(2);
+    cluster.isolate(3);
+    cluster.propose(1, "x");
+    cluster.crash(1);
+    cluster.heal();
+    for _ in 0..200 {
+        if cluster.leader().is_some() {
+            break;
+        }
+        cluster.tick(3);
+        cluster.tick(2);
+    }
+    assert_eq!(cluster.leader(), Some(2), "the up-to-date node wins");
+}

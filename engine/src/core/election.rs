@@ -135,7 +135,9 @@ impl Raft {
     /// (thesis §4.2.3). Also true for a live leader itself.
     fn in_leader_lease(&self) -> bool {
         if self.role == Role::Leader {
-            return true;
+            // A leader without check-quorum could be cut off forever
+            // without knowing it; only with it may it refuse elections.
+            return self.config.check_quorum;
         }
         match (self.leader, self.leader_contact_tick) {
             (Some(_), Some(tick)) => {

@@ -580,11 +580,18 @@ impl Raft {
         if self.role == Role::Leader {
             self.step_down_leader(leader);
         }
+        let was_leader = self.role == Role::Leader;
         self.role = Role::Follower;
         self.votes.clear();
         self.campaign_transfer = false;
         self.set_leader(leader);
-        self.reset_election_timeout();
+        // Only news from a leader (or granting a vote) resets the timer
+        // (§5.2): were a mere higher term enough, a node with a stale log
+        // that keeps campaigning would keep up-to-date nodes from ever
+        // timing out and winning.
+        if leader.is_some() || was_leader {
+            self.reset_election_timeout();
+        }
     }
 
     pub(crate) fn set_leader(&mut self, leader: Option<NodeId>) {
