@@ -243,6 +243,41 @@ impl RecordHeader {
     }
 }
 
+/// Appends one complete record (header and payload) to `out`.
+pub fn encode_record(
+    out: &mut Vec<u8>,
+    kind: Kind,
+    incarnation: u64,
+    range: (u64, u64),
+    term: u64,
+    payload: &[u8],
+) {
+    let header = RecordHeader {
+        payload_len: payload.len() as u32,
+        kind,
+        payload_crc: crc32c::crc32c(payload),
+        incarnation,
+        first: range.0,
+        last: range.1,
+        term,
+    };
+    let start = out.len();
+    out.resize(start + RECORD_HEADER_BYTES, 0);
+    header.encode(&mut out[start..]);
+    out.extend_from_slice(payload);
+}
+
+/// Decodes and fully checks the record at the start of `bytes` (both CRCs
+/// and the incarnation); returns its header and payload.
+pub fn decode_record(bytes: &[u8], incarnation: u64) -> Option<(RecordHeader, &[u8])> {
+    let header = RecordHeader::decode(bytes).ok()?;
+    if header.incarnation != incarnation {
+        return None;
+    }
+    let payload = bytes.get(RECORD_HEADER_BYTES..header.record_bytes())?;
+    (crc32c::crc32c(payload) == header.payload_crc).then_some((header, payload))
+}
+
 /// Encodes a hard-state payload.
 pub fn encode_hard_state(state: &crate::HardState) -> [u8; HARD_STATE_BYTES] {
     let mut out = [0u8; HARD_STATE_BYTES];

@@ -99,12 +99,7 @@ pub(crate) const COMMIT_SEAL: u64 = 1;
 
 fn valid_record(data: &[u8], offset: u64, incarnation: u64) -> Option<RecordHeader> {
     let start = usize::try_from(offset).ok()?;
-    let header = RecordHeader::decode(data.get(start..)?).ok()?;
-    if header.incarnation != incarnation {
-        return None;
-    }
-    let payload = data.get(start + RECORD_HEADER_BYTES..start + header.record_bytes())?;
-    (crc32c::crc32c(payload) == header.payload_crc).then_some(header)
+    crate::format::decode_record(data.get(start..)?, incarnation).map(|(header, _)| header)
 }
 
 fn u64_at(data: &[u8], at: usize) -> u64 {

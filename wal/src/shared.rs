@@ -170,17 +170,17 @@ impl Shared {
 
     /// Poisons the log (fsyncgate): wakes every waiter with the error.
     pub(crate) fn poison(&self, cause: String) {
-        {
-            let mut state = self.state.lock();
-            if state.poisoned.is_some() {
-                return;
-            }
-            tracing::error!(%cause, "write-ahead log poisoned");
-            state.poisoned = Some(cause.clone());
-            self.space.notify_all();
-            self.durable_changed.notify_all();
+        if self.state.lock().poisoned.is_some() {
+            return;
         }
-        self.complete(Completion::Poisoned(cause));
+        tracing::error!(%cause, "write-ahead log poisoned");
+        // Completion first, so whoever sees the poisoned state can also find
+        // the report on the channel.
+        self.complete(Completion::Poisoned(cause.clone()));
+        let mut state = self.state.lock();
+        state.poisoned = Some(cause);
+        self.space.notify_all();
+        self.durable_changed.notify_all();
     }
 }
 
