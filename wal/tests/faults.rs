@@ -294,7 +294,11 @@ fn bad_arguments_are_errors() {
         Err(WalError::Invalid(_))
     ));
     assert!(matches!(wal.truncate_suffix(10), Err(WalError::Invalid(_))));
-    assert!(matches!(wal.read(5..=4, 1), Err(WalError::Invalid(_))));
+    let (start, end) = (5, 4);
+    assert!(matches!(
+        wal.read(start..=end, 1),
+        Err(WalError::Invalid(_))
+    ));
     assert!(matches!(
         Wal::open(
             "wal",
