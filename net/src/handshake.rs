@@ -183,8 +183,8 @@ impl HandshakeError {
 pub enum CloseReason {
     /// Orderly shutdown of the endpoint.
     Shutdown = 0,
-    /// A second connection between the same pair; the one dialled by the
-    /// lower node id is kept.
+    /// A second connection between the same pair replaced this one (see
+    /// the duplicate rule in the `quic` module docs).
     Duplicate = 1,
     /// The hello names another cluster.
     ClusterMismatch = 2,

@@ -188,3 +188,50 @@ fn a_peer_that_is_down_drops_frames_and_a_restarted_one_reconnects() {
         two.shutdown().await;
     });
 }
+
+#[test]
+fn a_restarted_peer_replaces_its_stale_connection_at_once() {
+    common::runtime().block_on(async {
+        let ca = barge_net::DevCa::generate(common::CLUSTER).expect("CA");
+        let (mut sockets, addresses) = common::sockets(2);
+        let configs = common::configs(&ca, &addresses);
+        let (one, _incoming) =
+            QuicTransport::start_with_socket(configs[0].clone(), sockets.remove(0)).expect("1");
+        let address = one.local_addr().expect("address");
+        let hello = barge_net::Hello {
+            protocol_version: barge_net::PROTOCOL_VERSION,
+            cluster: common::CLUSTER,
+            sender: PeerId(2),
+            receiver: PeerId(1),
+        };
+        // Node 2's first life: connected, then "crashed" without a close
+        // (the connection is simply kept open and never used again).
+        let identity = ca.issue(PeerId(2)).expect("issue");
+        let first_life = common::raw_client(&identity, barge_net::PROTOCOL_VERSION);
+        let (stale, _send, mut receive) =
+            common::raw_connect(&first_life, address, common::CLUSTER, PeerId(1), hello)
+                .await
+                .expect("first handshake");
+        let mut reply = [0u8; 5 + barge_net::handshake::HELLO_BYTES];
+        receive.read_exact(&mut reply).await.expect("first reply");
+        common::eventually("node 1 to use the first connection", || {
+            one.is_connected(PeerId(2))
+        })
+        .await;
+        // Its second life dials again: accepted at once, the stale one closed.
+        let second_life = common::raw_client(&identity, barge_net::PROTOCOL_VERSION);
+        let (fresh, _send, mut receive) =
+            common::raw_connect(&second_life, address, common::CLUSTER, PeerId(1), hello)
+                .await
+                .expect("second handshake");
+        receive.read_exact(&mut reply).await.expect("second reply");
+        assert_eq!(
+            common::close_code(&stale).await,
+            Some(barge_net::CloseReason::Duplicate.code().into_inner())
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(fresh.close_reason().is_none(), "the new connection is kept");
+        assert!(one.is_connected(PeerId(2)));
+        one.shutdown().await;
+    });
+}

@@ -14,6 +14,13 @@
 //! against it. Snapshot streams are read one after another in id order, so
 //! snapshot frames arrive in the order they were sent.
 //!
+//! # Duplicates
+//!
+//! Of two live connections dialled by different sides, both sides keep the
+//! one dialled by the lower node id; of two dialled by the same side, the
+//! newer (the dialler gave the older up: it restarted or saw it fail). The
+//! other is closed with [`CloseReason::Duplicate`].
+//!
 //! # Tasks
 //!
 //! One acceptor task for the endpoint; per peer one driver task (module

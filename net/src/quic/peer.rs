@@ -12,9 +12,12 @@
 //! # Duplicates
 //!
 //! Both nodes may dial each other at once. Each side keeps, of two live
-//! connections, the one dialled by the lower node id; both sides apply the
-//! same rule to the same pair of connections, so they converge on one
-//! without further messages. The replaced connection is closed at once and
+//! connections dialled by different sides, the one dialled by the lower node
+//! id; both sides apply the same rule to the same pair of connections, so
+//! they converge on one without further messages. Of two connections dialled
+//! by the same side the newer wins: a node dials only without a connection,
+//! so the dialler has already given the older one up (it restarted, or saw
+//! it fail before we did). The replaced connection is closed at once and
 //! the frames in flight on it are lost (Raft retries); to make this rare the
 //! higher id of a pair dials `reconnect_backoff_min` later than the lower
 //! one. An in-progress dial is never abandoned
@@ -187,7 +190,24 @@ pub(crate) async fn drive(
 
     loop {
         let incoming = tokio::select! {
+            // Fixed order: a closed connection is noticed before a new one is
+            // weighed against it.
+            biased;
             _ = shutdown.changed() => break,
+            reason = async { current.as_ref().expect("guarded by is_some").0.connection.closed().await }, if current.is_some() => {
+                if let Some((_, tasks)) = current.take() {
+                    retire(tasks).await;
+                }
+                Counters::add(&shared.counters.connections_lost, 1);
+                tracing::debug!(peer = %link.peer, %reason, "connection lost");
+                link.state.store(DOWN, Ordering::Release);
+                streams::drain(&link, &shared.counters);
+                // A connection that worked redials quickly: the peer probably
+                // restarted.
+                backoff = config.reconnect_backoff_min;
+                next_dial = Instant::now() + dial_delay + jittered(&mut rng, backoff);
+                None
+            }
             Some(incoming) = established.recv() => Some(incoming),
             result = async { dialing.as_mut().expect("guarded by is_some").await }, if dialing.is_some() => {
                 dialing = None;
@@ -208,28 +228,27 @@ pub(crate) async fn drive(
                     Err(_) => None,
                 }
             }
-            reason = async { current.as_ref().expect("guarded by is_some").0.connection.closed().await }, if current.is_some() => {
-                if let Some((_, tasks)) = current.take() {
-                    retire(tasks).await;
-                }
-                Counters::add(&shared.counters.connections_lost, 1);
-                tracing::debug!(peer = %link.peer, %reason, "connection lost");
-                link.state.store(DOWN, Ordering::Release);
-                streams::drain(&link, &shared.counters);
-                // A connection that worked redials quickly: the peer probably
-                // restarted.
-                backoff = config.reconnect_backoff_min;
-                next_dial = Instant::now() + dial_delay + jittered(&mut rng, backoff);
-                None
-            }
             _ = tokio::time::sleep_until(next_dial), if current.is_none() && dialing.is_none() => {
                 dialing = Some(tokio::spawn(dial(Arc::clone(&shared), link.peer)));
                 None
             }
         };
         let Some(new) = incoming else { continue };
+        let closed = |(old, _): &mut (Established, Vec<JoinHandle<()>>)| {
+            old.connection.close_reason().is_some()
+        };
+        if let Some((_, tasks)) = current.take_if(closed) {
+            // Closed, but its `closed()` branch has not run yet: a peer that
+            // restarted is dialling again. Retire it as lost.
+            retire(tasks).await;
+            Counters::add(&shared.counters.connections_lost, 1);
+        }
         let keep_new = match &current {
             None => true,
+            // A node dials only when it has no connection, so a second dial
+            // from the same side means that side gave the old one up (it
+            // restarted, or saw the old one fail first): the newer one wins.
+            Some((old, _)) if old.dialer == new.dialer => true,
             Some((old, _)) => new.dialer == preferred_dialer && old.dialer != preferred_dialer,
         };
         if !keep_new {
