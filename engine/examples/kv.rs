@@ -270,7 +270,6 @@ async fn main() -> Result<()> {
             }
         }
     }
-    connections.shutdown().await; // Drops every other handle on the server.
-    let server = Arc::into_inner(server).context("the server is still shared")?;
+    connections.shutdown().await;
     Ok(server.node.shutdown().await?)
 }

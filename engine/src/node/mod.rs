@@ -237,7 +237,7 @@ struct Control {
 }
 
 /// A running Raft node. Cheap to share behind an `Arc`; every method takes
-/// `&self` except [`Node::shutdown`].
+/// `&self`.
 pub struct Node {
     id: NodeId,
     requests: mpsc::Sender<Request>,
@@ -569,6 +569,12 @@ impl Node {
 
     /// Stops the node: pending requests fail with [`NodeError::Stopped`],
     /// the log is synced and closed, connections are closed, threads joined.
+    /// Takes `&self` so a node shared behind an `Arc` can be stopped while
+    /// other tasks still hold it: their calls then fail with
+    /// [`NodeError::Stopped`]. A second call returns `Ok(())` at once.
+    ///
+    /// Dropping a `Node` without calling this stops it too, less gracefully
+    /// (see its `Drop` impl).
     ///
     /// # Errors
     /// [`NodeError::Storage`] if the final sync failed (or the log had
@@ -576,7 +582,7 @@ impl Node {
     ///
     /// # Cancel safety
     /// Not cancel safe: a dropped future leaves the shutdown half done.
-    pub async fn shutdown(self) -> Result<(), NodeError> {
+    pub async fn shutdown(&self) -> Result<(), NodeError> {
         let Some(control) = self.control.lock().take() else {
             return Ok(());
         };
@@ -605,6 +611,23 @@ impl Node {
             .await;
         control.net_runtime.shutdown_background();
         result
+    }
+}
+
+impl Drop for Node {
+    /// Stops a node that was not shut down: the Raft thread is told to stop
+    /// and joined (it closes the log on its way out; an error closing it is
+    /// lost, so prefer [`Node::shutdown`]), and the network runtime shuts
+    /// down in the background, without a graceful close of connections,
+    /// because dropping it in place panics when the drop happens on an async
+    /// worker. Joining blocks for at most one loop iteration of the Raft
+    /// thread plus the log's final sync.
+    fn drop(&mut self) {
+        if let Some(control) = self.control.get_mut().take() {
+            let _ = control.shutdown.send(());
+            let _ = control.raft_thread.join();
+            control.net_runtime.shutdown_background();
+        }
     }
 }
 

@@ -1,6 +1,9 @@
 //! A local cluster of real nodes on loopback (QUIC, TLS, io_uring log in a
 //! temporary directory) for the end-to-end tests.
 
+// Each `node_*.rs` test binary uses a different part of this harness.
+#![allow(dead_code)]
+
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::Arc;
@@ -155,6 +158,70 @@ impl Cluster {
         }
     }
 
+    /// Restarts a stopped node on its data directory as an existing member,
+    /// with a fresh state machine (it is rebuilt from the snapshot and log).
+    pub async fn restart(&mut self, id: NodeId) {
+        assert!(!self.nodes.contains_key(&id), "node {id} is running");
+        self.machines.insert(id, Recorder::default());
+        let config = self.config(id, StartMode::Existing);
+        self.launch(config).await;
+    }
+
+    /// Proposes `payload` on whoever leads, following leader changes, until
+    /// it is acknowledged or `timeout` passes. Only for payloads whose
+    /// duplicate application the test tolerates (a retry after an unknown
+    /// outcome may apply twice).
+    pub async fn propose(&self, payload: Bytes, timeout: Duration) -> u64 {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let leader = self.leader(deadline - tokio::time::Instant::now()).await;
+            match self.nodes[&leader].propose(payload.clone()).await {
+                Ok(response) => return index_of(&response),
+                Err(error) => {
+                    assert!(
+                        tokio::time::Instant::now() < deadline,
+                        "proposal not acknowledged within {timeout:?}: {error}"
+                    );
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        }
+    }
+
+    /// Asserts every running node applied the same entries as `reference`
+    /// (waiting for each to reach the reference's last index first).
+    pub async fn assert_same_applied(&self, reference: NodeId, timeout: Duration) {
+        // The recorder is exact; published metrics may lag a few ms.
+        let last = self.machines[&reference]
+            .applied
+            .lock()
+            .last()
+            .map_or(0, |(index, _)| *index);
+        for id in self.nodes.keys() {
+            self.wait_applied(*id, last, timeout).await;
+        }
+        let expected: Vec<(u64, Bytes)> = self.machines[&reference]
+            .applied
+            .lock()
+            .iter()
+            .filter(|(index, _)| *index <= last)
+            .cloned()
+            .collect();
+        for id in self.nodes.keys() {
+            let applied: Vec<(u64, Bytes)> = self.machines[id]
+                .applied
+                .lock()
+                .iter()
+                .filter(|(index, _)| *index <= last)
+                .cloned()
+                .collect();
+            assert_eq!(
+                applied, expected,
+                "node {id} applied a different log than {reference}"
+            );
+        }
+    }
+
     pub async fn stop(&mut self, id: NodeId) {
         let node = self.nodes.remove(&id).expect("node running");
         node.shutdown().await.expect("clean shutdown");
@@ -182,4 +249,12 @@ impl Cluster {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
+}
+
+/// The index a [`Recorder`] returns as a proposal's response.
+pub fn index_of(response: &Bytes) -> u64 {
+    std::str::from_utf8(response)
+        .expect("utf8 response")
+        .parse()
+        .expect("index response")
 }
