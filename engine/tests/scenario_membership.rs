@@ -215,3 +215,40 @@ fn invalid_changes_are_refused() {
     ));
     assert_eq!(cluster.raft(1).commit_index(), LogIndex(1));
 }
+
+/// Thesis §4.2.2: a leader that appended its own removal and lost
+/// leadership before the change committed is the only node whose log can
+/// win; it campaigns (counting only the new voters), commits the change,
+/// then steps down, so the cluster does not stall.
+#[test]
+fn leader_removed_by_uncommitted_change_still_finishes_it() {
+    let mut cluster = Cluster::new(&[1, 3], Config::default());
+    cluster.campaign(3);
+    cluster.tick_all(2);
+    cluster.propose(3, "a");
+    // n1 misses the change, so n3's log is longer than n1's.
+    cluster.cut.insert((NodeId(3), NodeId(1)));
+    let index = cluster
+        .raft_mut(3)
+        .handle_change_membership(change(&[1], &[]))
+        .expect("leader");
+    for _ in 0..2 * Config::default().election_timeout_ticks_max {
+        cluster.tick(3);
+    }
+    assert_ne!(
+        cluster.raft(3).role(),
+        Role::Leader,
+        "check-quorum stepped it down"
+    );
+    assert!(cluster.raft(3).commit_index() < index);
+    cluster.heal();
+    cluster.tick_all(200);
+    assert!(
+        cluster.raft(1).commit_index() >= index,
+        "the change committed"
+    );
+    assert_eq!(cluster.raft(1).committed_membership().voters, ids(&[1]));
+    assert_eq!(cluster.leader(), Some(1));
+    cluster.propose(1, "b");
+    assert_eq!(cluster.applied_texts(1), vec!["a", "b"]);
+}

@@ -68,10 +68,19 @@ impl Raft {
         }
     }
 
-    /// Whether this node may campaign: a voter of its effective
-    /// configuration that is not restoring a snapshot.
+    /// Whether this node may campaign: not restoring a snapshot, and a
+    /// voter of its effective configuration or of its committed one.
+    ///
+    /// The second case is a leader that appended its own removal and lost
+    /// leadership before the change committed: the remaining voters may
+    /// lack the new configuration and have shorter logs, so only this node
+    /// can still win (counting the new configuration's voters, not
+    /// itself), commit the change and step down. A node whose removal it
+    /// knows to be committed never campaigns.
     pub(crate) fn is_promotable(&self) -> bool {
-        self.membership().is_voter(self.id) && self.installing.is_none()
+        self.installing.is_none()
+            && (self.membership().is_voter(self.id)
+                || self.committed_membership().is_voter(self.id))
     }
 
     /// Starts a pre-vote round, or an election directly when pre-vote is off

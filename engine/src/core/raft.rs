@@ -69,6 +69,12 @@ pub(crate) struct LeaderState {
 /// acknowledgement until the entries it acknowledges are durable: a driver
 /// may send whatever `Send` actions it polls at once.
 ///
+/// # Panics
+/// Only when an invariant stated on a field is violated after an input: a
+/// bug in the core (or a driver breaking the ordering contract), reported
+/// with the node id and term. The invariants are cheap and checked in every
+/// build. Bad input from peers or the driver is an `Err`, never a panic.
+///
 /// # Memory
 /// The core keeps every batch after the latest snapshot in memory
 /// (reference-counted, shared with the WAL and the wire) and asks for a
