@@ -3,18 +3,22 @@
 //! run.
 //!
 //! Subcommands (each has its own module and its own `--help`):
+//! - `run` (the default when no arguments are given): a local cluster under
+//!   load, end to end (see `run`);
 //! - `wal`: the write-ahead log alone under concurrent appenders;
 //! - `net`: the QUIC entries stream between two endpoints on loopback;
 //! - `certs`: a development cluster CA and node certificates.
 
 mod certs;
 mod net_bench;
+mod run;
 mod wal_bench;
 
 use anyhow::{bail, Result};
 
 const USAGE: &str =
-    "usage: barge-loadgen <wal|net|certs> [options]   (each subcommand takes --help)";
+    "usage: barge-loadgen [run|wal|net|certs] [options]   (each subcommand takes --help)
+       with no arguments: `run` with its defaults (3 nodes, 256 clients, 64 B, 10 s)";
 
 fn main() {
     if let Err(error) = run() {
@@ -34,9 +38,11 @@ fn run() -> Result<()> {
             return Ok(());
         }
         Some(other) => bail!("{}\n{USAGE}", other.unexpected()),
-        None => bail!("no subcommand given\n{USAGE}"),
+        // The README's run command: `cargo run --release -p barge-loadgen`.
+        None => return run::run(parser),
     };
     match subcommand.as_str() {
+        "run" => run::run(parser),
         "wal" => wal_bench::run(parser),
         "net" => net_bench::run(parser),
         "certs" => certs::run(parser),

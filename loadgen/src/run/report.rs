@@ -1,0 +1,511 @@
+//! What one run reports: proposer-side throughput and latency, node-side
+//! counters as differences over the measured window, process CPU and
+//! memory, and ratios to the baselines. Printed as a table or as one JSON
+//! object.
+
+use std::time::Duration;
+
+use barge::node::Metrics;
+use hdrhistogram::Histogram;
+use serde_json::{json, Value};
+
+use super::baseline::Baseline;
+
+/// Linux fixes the unit of /proc/<pid>/stat CPU times (USER_HZ) at 100 per
+/// second for user space on every architecture it supports for this tool.
+const USER_HZ: f64 = 100.0;
+
+/// CPU time and memory of this process (every node, the proposers and the
+/// load generator itself).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Resources {
+    /// User plus system CPU seconds since the process started.
+    pub cpu_seconds: f64,
+    /// Peak resident set size (VmHWM), bytes.
+    pub peak_rss_bytes: u64,
+}
+
+impl Resources {
+    /// Reads /proc/self; zeros if it cannot (the report says so by showing 0).
+    pub fn now() -> Resources {
+        let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+        Resources {
+            cpu_seconds: cpu_seconds(&stat).unwrap_or(0.0),
+            peak_rss_bytes: peak_rss_bytes(&status).unwrap_or(0),
+        }
+    }
+}
+
+/// utime + stime from a /proc/<pid>/stat line. The command name (field 2)
+/// may hold spaces and parentheses, so fields are counted after its last
+/// `)`: utime and stime are fields 14 and 15 of the line.
+fn cpu_seconds(stat: &str) -> Option<f64> {
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    let mut fields = after_name.split_whitespace().skip(11);
+    let user: u64 = fields.next()?.parse().ok()?;
+    let system: u64 = fields.next()?.parse().ok()?;
+    Some((user + system) as f64 / USER_HZ)
+}
+
+/// VmHWM from /proc/<pid>/status, in bytes.
+fn peak_rss_bytes(status: &str) -> Option<u64> {
+    let line = status.lines().find(|line| line.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// One node's counters over the measured window.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NodeFigures {
+    pub id: u64,
+    pub leader: bool,
+    pub fsyncs_per_s: f64,
+    /// Entries per log batch (entries appended / batches written).
+    pub entries_per_batch: f64,
+    /// Log batches per group write (and so per fsync), over the window.
+    pub batches_per_fsync: f64,
+    pub fsync_micros_mean: f64,
+    pub bytes_sent_per_s: f64,
+    pub bytes_received_per_s: f64,
+    pub leader_changes: u64,
+    pub elections_started: u64,
+}
+
+impl NodeFigures {
+    pub fn between(before: &Metrics, after: &Metrics, seconds: f64) -> NodeFigures {
+        let fsyncs = after.fsyncs.saturating_sub(before.fsyncs);
+        let batches = after.log_batches.saturating_sub(before.log_batches);
+        let entries = after
+            .last_log_index
+            .0
+            .saturating_sub(before.last_log_index.0);
+        let ratio = |numerator: u64, denominator: u64| {
+            if denominator == 0 {
+                0.0
+            } else {
+                numerator as f64 / denominator as f64
+            }
+        };
+        NodeFigures {
+            id: after.id.0,
+            leader: after.leader == Some(after.id),
+            fsyncs_per_s: fsyncs as f64 / seconds,
+            entries_per_batch: ratio(entries, batches),
+            batches_per_fsync: ratio(batches, fsyncs),
+            fsync_micros_mean: after.fsync_micros_mean,
+            bytes_sent_per_s: after
+                .transport
+                .bytes_sent
+                .saturating_sub(before.transport.bytes_sent) as f64
+                / seconds,
+            bytes_received_per_s: after
+                .transport
+                .bytes_received
+                .saturating_sub(before.transport.bytes_received)
+                as f64
+                / seconds,
+            leader_changes: after.leader_changes.saturating_sub(before.leader_changes),
+            elections_started: after
+                .elections_started
+                .saturating_sub(before.elections_started),
+        }
+    }
+}
+
+/// Everything one run measured.
+#[derive(Clone, Debug)]
+pub struct RunReport {
+    pub nodes: u64,
+    /// "closed" or "open".
+    pub mode: &'static str,
+    pub clients: usize,
+    pub rate_per_s: Option<u64>,
+    pub payload_bytes: usize,
+    pub window: Duration,
+    pub committed: u64,
+    pub latency: Histogram<u64>,
+    pub errors: Vec<(&'static str, u64)>,
+    pub abandoned: u64,
+    pub per_node: Vec<NodeFigures>,
+    pub cpu_seconds: f64,
+    pub peak_rss_bytes: u64,
+    pub leader_at_end: Option<u64>,
+    pub baseline: Option<Baseline>,
+}
+
+impl RunReport {
+    pub fn seconds(&self) -> f64 {
+        self.window.as_secs_f64().max(f64::MIN_POSITIVE)
+    }
+
+    pub fn ops_per_s(&self) -> f64 {
+        self.committed as f64 / self.seconds()
+    }
+
+    /// Committed payload bytes per second / 1e6.
+    pub fn payload_mb_per_s(&self) -> f64 {
+        self.ops_per_s() * self.payload_bytes as f64 / 1e6
+    }
+
+    pub fn micros(&self, quantile: f64) -> u64 {
+        if self.latency.is_empty() {
+            0
+        } else {
+            self.latency.value_at_quantile(quantile)
+        }
+    }
+
+    /// Leader changes seen during the window: the largest count any node saw
+    /// (every node counts the same change, so a sum would multiply it).
+    pub fn leader_changes(&self) -> u64 {
+        self.per_node
+            .iter()
+            .map(|node| node.leader_changes)
+            .max()
+            .unwrap_or(0)
+    }
+
+    pub fn elections(&self) -> u64 {
+        self.per_node
+            .iter()
+            .map(|node| node.elections_started)
+            .sum()
+    }
+
+    pub fn fsyncs_per_s(&self) -> f64 {
+        self.per_node.iter().map(|node| node.fsyncs_per_s).sum()
+    }
+
+    pub fn wire_bytes_per_s(&self) -> f64 {
+        self.per_node.iter().map(|node| node.bytes_sent_per_s).sum()
+    }
+
+    /// CPU time over the window as a percentage of one core.
+    pub fn cpu_percent(&self) -> f64 {
+        self.cpu_seconds / self.seconds() * 100.0
+    }
+
+    /// Ratios to the baselines: p50 over (fsync p50 + quinn RTT p50), p99 in
+    /// ms, payload bandwidth over raw disk bandwidth / nodes (they share the
+    /// disk).
+    fn ratios(&self, baseline: &Baseline) -> (f64, f64) {
+        let floor = baseline.fsync_micros_p50 + baseline.quic_rtt_micros_p50;
+        let share = baseline.disk_mb_per_s / self.nodes as f64;
+        (
+            self.micros(0.5) as f64 / floor.max(f64::MIN_POSITIVE),
+            self.payload_mb_per_s() / share.max(f64::MIN_POSITIVE),
+        )
+    }
+
+    pub fn to_json(&self) -> Value {
+        let per_node: Vec<Value> = self
+            .per_node
+            .iter()
+            .map(|node| {
+                json!({
+                    "id": node.id,
+                    "leader": node.leader,
+                    "fsyncs_per_s": node.fsyncs_per_s,
+                    "entries_per_batch": node.entries_per_batch,
+                    "batches_per_fsync": node.batches_per_fsync,
+                    "fsync_us_mean": node.fsync_micros_mean,
+                    "wire_bytes_sent_per_s": node.bytes_sent_per_s,
+                    "wire_bytes_received_per_s": node.bytes_received_per_s,
+                    "leader_changes": node.leader_changes,
+                    "elections_started": node.elections_started,
+                })
+            })
+            .collect();
+        let errors: serde_json::Map<String, Value> = self
+            .errors
+            .iter()
+            .map(|(kind, count)| ((*kind).to_owned(), json!(count)))
+            .collect();
+        let mut report = json!({
+            "nodes": self.nodes,
+            "mode": self.mode,
+            "clients": self.clients,
+            "rate_per_s": self.rate_per_s,
+            "payload_bytes": self.payload_bytes,
+            "duration_s": self.seconds(),
+            "fsync": true,
+            "tls": true,
+            "committed": self.committed,
+            "ops_per_s": self.ops_per_s(),
+            "payload_mb_per_s": self.payload_mb_per_s(),
+            "latency_us": {
+                "p50": self.micros(0.5),
+                "p90": self.micros(0.9),
+                "p99": self.micros(0.99),
+                "p999": self.micros(0.999),
+                "max": self.latency.max(),
+                "samples": self.latency.len(),
+            },
+            "fsyncs_per_s": self.fsyncs_per_s(),
+            "wire_bytes_per_s": self.wire_bytes_per_s(),
+            "cpu_percent": self.cpu_percent(),
+            "cores": std::thread::available_parallelism().map_or(0, usize::from),
+            "peak_rss_bytes": self.peak_rss_bytes,
+            "leader_changes": self.leader_changes(),
+            "elections": self.elections(),
+            "leader_at_end": self.leader_at_end,
+            "errors": errors,
+            "abandoned": self.abandoned,
+            "per_node": per_node,
+        });
+        if let (Some(baseline), Some(object)) = (&self.baseline, report.as_object_mut()) {
+            let (latency_ratio, bandwidth_ratio) = self.ratios(baseline);
+            object.insert(
+                "baseline".to_owned(),
+                json!({
+                    "fsync_us_p50": baseline.fsync_micros_p50,
+                    "fsync_us_p99": baseline.fsync_micros_p99,
+                    "disk_mb_per_s": baseline.disk_mb_per_s,
+                    "quic_rtt_us_p50": baseline.quic_rtt_micros_p50,
+                    "quic_rtt_us_p99": baseline.quic_rtt_micros_p99,
+                }),
+            );
+            object.insert(
+                "ratios".to_owned(),
+                json!({
+                    "p50_over_fsync_plus_rtt": latency_ratio,
+                    "payload_bandwidth_over_disk_share": bandwidth_ratio,
+                }),
+            );
+        }
+        report
+    }
+
+    pub fn print_table(&self) {
+        let mode = match self.rate_per_s {
+            Some(rate) => format!("open loop at {rate} ops/s, ≤ {} in flight", self.clients),
+            None => format!("closed loop, {} clients", self.clients),
+        };
+        println!(
+            "barge run: {} nodes (in one process), {mode}, {} B payload, {:.1} s measured; fsync on, TLS on",
+            self.nodes,
+            self.payload_bytes,
+            self.seconds()
+        );
+        println!(
+            "  committed ops/s      {:>12.0}   ({} committed, payload {:.1} MB/s)",
+            self.ops_per_s(),
+            self.committed,
+            self.payload_mb_per_s()
+        );
+        println!(
+            "  latency µs           p50 {}  p90 {}  p99 {}  p99.9 {}  max {}   ({} samples)",
+            self.micros(0.5),
+            self.micros(0.9),
+            self.micros(0.99),
+            self.micros(0.999),
+            self.latency.max(),
+            self.latency.len()
+        );
+        println!(
+            "  fsyncs/s (all nodes) {:>12.0}   wire bytes sent/s {:.1} MB",
+            self.fsyncs_per_s(),
+            self.wire_bytes_per_s() / 1e6
+        );
+        println!(
+            "  CPU                  {:>11.0} %   of one core ({} cores)   peak RSS {:.1} MiB",
+            self.cpu_percent(),
+            std::thread::available_parallelism().map_or(0, usize::from),
+            self.peak_rss_bytes as f64 / (1 << 20) as f64
+        );
+        println!(
+            "  leader changes {}   elections {}   leader at end {}",
+            self.leader_changes(),
+            self.elections(),
+            self.leader_at_end
+                .map_or_else(|| "none".to_owned(), |id| id.to_string())
+        );
+        let errors: Vec<String> = self
+            .errors
+            .iter()
+            .filter(|(_, count)| *count > 0)
+            .map(|(kind, count)| format!("{kind} {count}"))
+            .collect();
+        println!(
+            "  errors               {}{}",
+            if errors.is_empty() {
+                "none".to_owned()
+            } else {
+                errors.join(", ")
+            },
+            if self.abandoned > 0 {
+                format!("; {} proposals unanswered at the end", self.abandoned)
+            } else {
+                String::new()
+            }
+        );
+        println!(
+            "  {:>4} {:>6} {:>10} {:>13} {:>13} {:>12} {:>12} {:>12}",
+            "node",
+            "role",
+            "fsyncs/s",
+            "entries/batch",
+            "batches/fsync",
+            "fsync µs",
+            "sent MB/s",
+            "recv MB/s"
+        );
+        for node in &self.per_node {
+            println!(
+                "  {:>4} {:>6} {:>10.0} {:>13.1} {:>13.2} {:>12.0} {:>12.1} {:>12.1}",
+                node.id,
+                if node.leader { "leader" } else { "" },
+                node.fsyncs_per_s,
+                node.entries_per_batch,
+                node.batches_per_fsync,
+                node.fsync_micros_mean,
+                node.bytes_sent_per_s / 1e6,
+                node.bytes_received_per_s / 1e6
+            );
+        }
+        if let Some(baseline) = &self.baseline {
+            let (latency_ratio, bandwidth_ratio) = self.ratios(baseline);
+            println!("  baseline (same run, same disk, loopback):");
+            println!(
+                "    raw write+fdatasync µs  p50 {:.0}  p99 {:.0}",
+                baseline.fsync_micros_p50, baseline.fsync_micros_p99
+            );
+            println!(
+                "    raw quinn round trip µs p50 {:.0}  p99 {:.0}",
+                baseline.quic_rtt_micros_p50, baseline.quic_rtt_micros_p99
+            );
+            println!(
+                "    raw sequential write    {:.1} MB/s  (share per node {:.1} MB/s)",
+                baseline.disk_mb_per_s,
+                baseline.disk_mb_per_s / self.nodes as f64
+            );
+            println!(
+                "    ratios: p50 / (fsync p50 + RTT p50) = {latency_ratio:.2}   payload MB/s / (disk MB/s / {}) = {bandwidth_ratio:.2}",
+                self.nodes
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use barge::core::{LogIndex, NodeId};
+
+    #[test]
+    fn proc_files_parse() {
+        let stat = "1234 (barge (load) gen) S 1 2 3 4 5 6 7 8 9 10 250 150 0 0 20 0 9";
+        assert_eq!(cpu_seconds(stat), Some(4.0));
+        assert_eq!(cpu_seconds("garbage"), None);
+        let status = "Name:\tx\nVmPeak:\t  9000 kB\nVmHWM:\t  2048 kB\nVmRSS:\t 1024 kB\n";
+        assert_eq!(peak_rss_bytes(status), Some(2048 * 1024));
+        assert_eq!(peak_rss_bytes("Name: x\n"), None);
+        let now = Resources::now();
+        assert!(now.peak_rss_bytes > 0, "this process has a resident set");
+    }
+
+    fn metrics(id: u64, fsyncs: u64, batches: u64, last: u64, changes: u64) -> Metrics {
+        Metrics {
+            fsyncs,
+            log_batches: batches,
+            last_log_index: LogIndex(last),
+            leader_changes: changes,
+            leader: Some(NodeId(1)),
+            ..empty(id)
+        }
+    }
+
+    fn empty(id: u64) -> Metrics {
+        Metrics {
+            id: NodeId(id),
+            role: barge::core::Role::Follower,
+            term: barge::core::Term(1),
+            leader: None,
+            leader_changes: 0,
+            elections_started: 0,
+            pre_votes_started: 0,
+            uncommitted_entries: 0,
+            uncommitted_bytes: 0,
+            commit_index: LogIndex(0),
+            applied_index: LogIndex(0),
+            last_log_index: LogIndex(0),
+            proposals_committed: 0,
+            proposals_overloaded: 0,
+            commit_latency: Default::default(),
+            log_durable_latency: Default::default(),
+            fsyncs: 0,
+            fsync_micros_mean: 0.0,
+            fsync_micros_max: 0.0,
+            log_batches: 0,
+            log_batches_per_group_mean: 0.0,
+            inflight_bytes: Vec::new(),
+            snapshots_sent: 0,
+            snapshots_installed: 0,
+            messages_rejected: 0,
+            frames_rejected: 0,
+            transport: Default::default(),
+        }
+    }
+
+    #[test]
+    fn node_figures_are_window_differences() {
+        let before = metrics(1, 100, 1_000, 10_000, 1);
+        let after = metrics(1, 300, 1_400, 50_000, 1);
+        let figures = NodeFigures::between(&before, &after, 2.0);
+        assert_eq!(figures.fsyncs_per_s, 100.0);
+        assert_eq!(figures.batches_per_fsync, 2.0);
+        assert_eq!(figures.entries_per_batch, 100.0);
+        assert_eq!(figures.leader_changes, 0);
+        assert!(figures.leader);
+        let idle = NodeFigures::between(&before, &before, 2.0);
+        assert_eq!(idle.batches_per_fsync, 0.0, "no division by zero");
+    }
+
+    #[test]
+    fn json_has_the_promised_fields() {
+        let mut latency = super::super::drive::histogram();
+        for micros in [100, 200, 300, 400, 2000] {
+            latency.record(micros).expect("in range");
+        }
+        let before = metrics(1, 0, 0, 0, 0);
+        let after = metrics(1, 10, 20, 2_000, 1);
+        let report = RunReport {
+            nodes: 3,
+            mode: "closed",
+            clients: 4,
+            rate_per_s: None,
+            payload_bytes: 1000,
+            window: Duration::from_secs(2),
+            committed: 2_000,
+            latency,
+            errors: vec![("not_leader", 3)],
+            abandoned: 0,
+            per_node: vec![NodeFigures::between(&before, &after, 2.0)],
+            cpu_seconds: 1.0,
+            peak_rss_bytes: 1 << 20,
+            leader_at_end: Some(1),
+            baseline: Some(Baseline {
+                fsync_micros_p50: 100.0,
+                fsync_micros_p99: 200.0,
+                disk_mb_per_s: 3.0,
+                quic_rtt_micros_p50: 100.0,
+                quic_rtt_micros_p99: 150.0,
+            }),
+        };
+        let json = report.to_json();
+        assert_eq!(json["ops_per_s"], 1000.0);
+        assert_eq!(json["latency_us"]["p50"], 300);
+        assert_eq!(json["latency_us"]["max"], 2000);
+        assert!(json["latency_us"]["p99"].as_u64().is_some());
+        assert!(json["latency_us"]["p999"].as_u64().is_some());
+        assert_eq!(json["leader_changes"], 1);
+        assert_eq!(json["peak_rss_bytes"], 1 << 20);
+        assert_eq!(json["fsyncs_per_s"], 5.0);
+        assert_eq!(json["cpu_percent"], 50.0);
+        assert_eq!(json["errors"]["not_leader"], 3);
+        // 300 µs over (100 + 100); 1 MB/s over 3 MB/s / 3 nodes.
+        assert_eq!(json["ratios"]["p50_over_fsync_plus_rtt"], 1.5);
+        assert_eq!(json["ratios"]["payload_bandwidth_over_disk_share"], 1.0);
+    }
+}
