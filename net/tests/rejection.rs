@@ -216,3 +216,31 @@ fn malformed_hello_is_refused() {
         node.shutdown().await;
     });
 }
+
+#[test]
+fn a_server_whose_certificate_names_another_node_is_refused_by_the_dialer() {
+    common::runtime().block_on(async {
+        let ca = DevCa::generate(CLUSTER).expect("CA");
+        let (mut sockets, addresses) = common::sockets(3);
+        let mut configs = common::configs(&ca, &addresses);
+        // Node 1 believes node 2 lives at node 3's address.
+        configs[0].peers.insert(PeerId(2), addresses[2]);
+        let socket_three = sockets.remove(2);
+        let socket_one = sockets.remove(0);
+        let (one, mut incoming_one) =
+            barge_net::QuicTransport::start_with_socket(configs[0].clone(), socket_one).expect("1");
+        let (three, _) =
+            barge_net::QuicTransport::start_with_socket(configs[2].clone(), socket_three)
+                .expect("3");
+        // The genuine pair connects; the impostor never does.
+        common::wait_connected(&[&one, &three], &[PeerId(1), PeerId(3)]).await;
+        common::eventually("node 1's dials to 'node 2' to fail", || {
+            one.counters().dial_failures >= 2
+        })
+        .await;
+        assert!(!one.is_connected(PeerId(2)));
+        assert_nothing_delivered(&mut incoming_one).await;
+        one.shutdown().await;
+        three.shutdown().await;
+    });
+}
