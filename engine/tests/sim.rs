@@ -20,7 +20,8 @@
 #[path = "sim/mod.rs"]
 mod sim;
 
-use sim::runner::{run_seeds, Plan};
+use barge::core::InjectedBug;
+use sim::runner::{run_one, run_seeds, Plan};
 use sim::scenario::Scenario;
 
 /// Seeds per test and steps per seed when the environment does not say.
@@ -31,7 +32,7 @@ const STEPS_DEFAULT: u64 = 10_000;
 fn three_nodes() {
     run_seeds(
         &Plan::from_env("three_nodes", 0, 2_000, STEPS_DEFAULT),
-        Scenario::three_nodes,
+        &Scenario::three_nodes,
     );
 }
 
@@ -39,7 +40,7 @@ fn three_nodes() {
 fn five_nodes() {
     run_seeds(
         &Plan::from_env("five_nodes", 1 << 40, 1_500, STEPS_DEFAULT),
-        Scenario::five_nodes,
+        &Scenario::five_nodes,
     );
 }
 
@@ -47,7 +48,15 @@ fn five_nodes() {
 fn membership_changes() {
     run_seeds(
         &Plan::from_env("membership_changes", 2 << 40, 1_000, STEPS_DEFAULT),
-        Scenario::membership_changes,
+        &Scenario::membership_changes,
+    );
+}
+
+#[test]
+fn hostile() {
+    run_seeds(
+        &Plan::from_env("hostile", 5 << 40, 500, STEPS_DEFAULT),
+        &Scenario::hostile,
     );
 }
 
@@ -55,6 +64,51 @@ fn membership_changes() {
 fn lease_reads() {
     run_seeds(
         &Plan::from_env("lease_reads", 3 << 40, 500, STEPS_DEFAULT),
-        Scenario::lease_reads,
+        &Scenario::lease_reads,
+    );
+}
+
+/// Seeds searched for each injected bug before the test gives up.
+const BUG_SEARCH_SEEDS_MAX: u64 = 400;
+
+/// The checkers can fail: with a known protocol bug injected into the core
+/// (`Config::testing_bug`), the simulator reports a violated property for
+/// some seed within a bounded search, and names the seed that shows it.
+#[test]
+fn checkers_catch_injected_bugs() {
+    let bugs = [
+        InjectedBug::AckBeforeDurable,
+        InjectedBug::CommitOlderTermByCounting,
+    ];
+    let mut unnoticed = Vec::new();
+    for bug in bugs {
+        let plan = Plan::from_env(
+            "checkers_catch_injected_bugs",
+            4 << 40,
+            BUG_SEARCH_SEEDS_MAX,
+            STEPS_DEFAULT,
+        );
+        let scenario = |seed: u64| Scenario::hostile(seed).with_bug(bug);
+        let caught = plan.seeds.iter().find_map(|&seed| {
+            run_one(&plan, seed, &scenario)
+                .failure
+                .map(|failure| (seed, failure))
+        });
+        match caught {
+            Some((seed, failure)) => {
+                // A safety checker must catch it: a panic or a stalled
+                // cluster would not show that the checkers can fail.
+                assert!(
+                    failure.contains(" violated: ") && !failure.starts_with("liveness"),
+                    "{bug:?} at seed {seed} was not caught by a safety checker: {failure}"
+                );
+                eprintln!("{bug:?} caught at seed {seed}: {failure}");
+            }
+            None => unnoticed.push(bug),
+        }
+    }
+    assert!(
+        unnoticed.is_empty(),
+        "unnoticed within {BUG_SEARCH_SEEDS_MAX} seeds: {unnoticed:?}"
     );
 }

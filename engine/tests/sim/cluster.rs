@@ -114,12 +114,12 @@ pub struct Cluster {
     /// Client command ids below this were issued before faults stopped;
     /// liveness requires those to be resolved.
     proposal_cutoff: u64,
-    trace: bool,
+    trace: Option<(u64, u64)>,
     outcome: Outcome,
 }
 
 impl Cluster {
-    pub fn new(seed: u64, scenario: Scenario, trace: bool) -> Self {
+    pub fn new(seed: u64, scenario: Scenario, trace: Option<(u64, u64)>) -> Self {
         let mut rng = Rng::new(seed);
         let network = Network::new(scenario.slots, scenario.network.clone(), rng.fork());
         let nodes = (0..scenario.slots)
@@ -225,9 +225,30 @@ impl Cluster {
                 self.handle(event)?;
             }
         }
+        let mut states = String::new();
+        for node in &self.nodes {
+            if let Some(raft) = &node.raft {
+                let metrics = raft.metrics();
+                states.push_str(&format!(
+                    "\n    {}: {:?} {} leader {:?} commit {} applied {} last {} durable {} \
+                     members {:?} uncommitted {} B, refused {} proposals",
+                    node.id,
+                    raft.role(),
+                    raft.term(),
+                    raft.leader(),
+                    raft.commit_index(),
+                    node.applied(),
+                    raft.last_log_id(),
+                    raft.durable_log_id(),
+                    raft.membership(),
+                    metrics.uncommitted_bytes,
+                    metrics.proposals_overloaded,
+                ));
+            }
+        }
         Err(format!(
             "liveness violated: no progress within {LIVENESS_TICKS_MAX} ticks after faults stopped: \
-             {last_reason}"
+             {last_reason}; nodes:{states}"
         ))
     }
 
@@ -260,8 +281,8 @@ impl Cluster {
     }
 
     fn handle(&mut self, event: Event) -> Step {
-        if self.trace {
-            eprintln!("[{:>8}] {:?}", self.agenda.now, event);
+        if self.tracing() {
+            eprintln!("[{:>8}] {}", self.agenda.now, event.describe());
         }
         match event {
             Event::Deliver { from, to, message } => {
@@ -317,6 +338,11 @@ impl Cluster {
                 self.start(node)
             }
         }
+    }
+
+    fn tracing(&self) -> bool {
+        self.trace
+            .is_some_and(|(from, until)| (from..=until).contains(&self.agenda.now))
     }
 
     fn start(&mut self, slot: usize) -> Step {
@@ -642,10 +668,15 @@ impl Cluster {
                     // Proposals inside the snapshot: fate unknown, never acked.
                     node.proposals
                         .retain(|proposal| proposal.ticket.last > last.index);
+                    let superseded = node.disk.install_queued();
                     let raft = node.raft.as_mut().expect("checked up above");
-                    raft.handle_snapshot_installed(last).map_err(|error| {
-                        format!("{id} refused installed snapshot {last}: {error}")
-                    })?;
+                    if let Err(error) = raft.handle_snapshot_installed(last) {
+                        // A newer install, already queued, replaced this one
+                        // in the core (finding F1 in /work/briefs/sim-findings.md).
+                        if !superseded {
+                            return Err(format!("{id} refused installed snapshot {last}: {error}"));
+                        }
+                    }
                 }
             }
             self.drain(slot)?;
@@ -710,7 +741,7 @@ impl Cluster {
     }
 
     fn inject(&mut self, fault: Fault) -> Step {
-        if self.trace {
+        if self.tracing() {
             eprintln!("[{:>8}] fault {fault:?}", self.agenda.now);
         }
         match fault {

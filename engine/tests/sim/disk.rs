@@ -65,8 +65,11 @@ impl Disk {
         due
     }
 
-    pub fn pending_len(&self) -> usize {
-        self.pending.len()
+    /// Whether a snapshot install is still queued behind the head.
+    pub fn install_queued(&self) -> bool {
+        self.pending
+            .iter()
+            .any(|(op, _)| matches!(op, DiskOp::InstallSnapshot(..)))
     }
 
     /// The next operation due at or before `now`, moved into the durable

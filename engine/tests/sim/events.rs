@@ -4,7 +4,7 @@
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 
-use barge::core::Message;
+use barge::core::{Message, MessageBody};
 
 #[derive(Debug)]
 pub enum Event {
@@ -24,6 +24,44 @@ pub enum Event {
     Nemesis,
     /// A crashed node powers back on.
     Restart { node: usize },
+}
+
+impl Event {
+    /// One short line for traces: message bodies are summarized (an append
+    /// may carry thousands of batches).
+    pub fn describe(&self) -> String {
+        match self {
+            Event::Deliver { message, .. } => {
+                let body = match &message.body {
+                    MessageBody::Append {
+                        prev,
+                        batches,
+                        commit,
+                    } => format!(
+                        "Append prev {prev} entries {}..={} in {} batches commit {commit}",
+                        batches
+                            .first()
+                            .map_or(prev.index.next(), |batch| batch.first()),
+                        batches.last().map_or(prev.index, |batch| batch.last()),
+                        batches.len()
+                    ),
+                    MessageBody::InstallSnapshot(chunk) => format!(
+                        "InstallSnapshot {} offset {} len {} of {}",
+                        chunk.meta.last,
+                        chunk.offset,
+                        chunk.data.len(),
+                        chunk.total_bytes
+                    ),
+                    other => format!("{other:?}"),
+                };
+                format!(
+                    "{} -> {} {}: {body}",
+                    message.from, message.to, message.term
+                )
+            }
+            other => format!("{other:?}"),
+        }
+    }
 }
 
 #[derive(Debug)]

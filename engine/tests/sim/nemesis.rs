@@ -63,6 +63,8 @@ pub struct Nemesis {
     skew_percent_max: u64,
     membership_changes: bool,
     crashes: bool,
+    interval_ticks: (u64, u64),
+    crash_all_per_million: u32,
     /// Flapping in progress: the link and how many flips remain.
     flapping: Option<(usize, usize, u32)>,
 }
@@ -75,6 +77,8 @@ impl Nemesis {
             skew_percent_max: scenario.tick_skew_percent_max,
             membership_changes: scenario.membership_changes,
             crashes: scenario.crashes,
+            interval_ticks: scenario.fault_interval_ticks,
+            crash_all_per_million: scenario.crash_all_per_million,
             flapping: None,
         }
     }
@@ -93,7 +97,8 @@ impl Nemesis {
                 self.rng.range(1, 8) * TICK_UNITS,
             );
         }
-        let delay = self.rng.range(5, 40) * TICK_UNITS;
+        let (low, high) = self.interval_ticks;
+        let delay = self.rng.range(low, high) * TICK_UNITS;
         let leader = (0..nodes.len())
             .filter(|&slot| nodes[slot].up && nodes[slot].role == Some(Role::Leader))
             .max_by_key(|&slot| nodes[slot].term);
@@ -128,14 +133,19 @@ impl Nemesis {
                     up: false,
                 }
             }
-            7 if self.crashes => {
-                let slot = match leader {
-                    Some(leader) if self.rng.chance(500_000) => leader,
-                    _ => self.rng.index(self.slots),
-                };
-                Fault::Crash {
-                    slot,
-                    restart_after: self.rng.range(1, 60) * TICK_UNITS,
+            7 | 13 if self.crashes => {
+                let restart_after = self.rng.range(1, 60) * TICK_UNITS;
+                if self.rng.chance(self.crash_all_per_million) {
+                    Fault::CrashAll { restart_after }
+                } else {
+                    let slot = match leader {
+                        Some(leader) if self.rng.chance(500_000) => leader,
+                        _ => self.rng.index(self.slots),
+                    };
+                    Fault::Crash {
+                        slot,
+                        restart_after,
+                    }
                 }
             }
             8 => {
@@ -175,9 +185,6 @@ impl Nemesis {
                     }
                 }
                 None => Fault::None,
-            },
-            13 if self.crashes && self.rng.chance(200_000) => Fault::CrashAll {
-                restart_after: self.rng.range(1, 30) * TICK_UNITS,
             },
             _ => Fault::None,
         };

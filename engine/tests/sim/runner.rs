@@ -12,7 +12,8 @@ pub struct Plan {
     pub test: &'static str,
     pub seeds: Vec<u64>,
     pub steps: u64,
-    pub trace: bool,
+    /// Simulated-time window whose events are printed, if any.
+    pub trace: Option<(u64, u64)>,
 }
 
 fn env_u64(name: &str) -> Option<u64> {
@@ -21,6 +22,22 @@ fn env_u64(name: &str) -> Option<u64> {
         Ok(number) => Some(number),
         Err(_) => panic!("{name}={value:?} is not a number"),
     }
+}
+
+/// `BARGE_SIM_TRACE=1` prints every event; `BARGE_SIM_TRACE=<from>..<until>`
+/// only those in that window of simulated time (a failing run's storm of
+/// messages can be gigabytes of text).
+fn trace_window() -> Option<(u64, u64)> {
+    let value = std::env::var("BARGE_SIM_TRACE").ok()?;
+    let value = value.trim();
+    if let Some((from, until)) = value.split_once("..") {
+        let parse = |text: &str| -> u64 {
+            text.parse()
+                .unwrap_or_else(|_| panic!("BARGE_SIM_TRACE={value:?}: want <from>..<until>"))
+        };
+        return Some((parse(from), parse(until)));
+    }
+    (value != "0").then_some((0, u64::MAX))
 }
 
 impl Plan {
@@ -44,7 +61,7 @@ impl Plan {
             test,
             seeds,
             steps: env_u64("BARGE_SIM_STEPS").unwrap_or(steps_default),
-            trace: env_u64("BARGE_SIM_TRACE").unwrap_or(0) != 0,
+            trace: trace_window(),
         }
     }
 
@@ -58,7 +75,7 @@ impl Plan {
 
 /// Runs one seed to its end, turning a panic inside the core into a
 /// failure that names the seed.
-pub fn run_one(plan: &Plan, seed: u64, scenario: fn(u64) -> Scenario) -> Outcome {
+pub fn run_one(plan: &Plan, seed: u64, scenario: &dyn Fn(u64) -> Scenario) -> Outcome {
     let trace = plan.trace;
     let steps = plan.steps;
     match catch_unwind(AssertUnwindSafe(|| {
@@ -82,7 +99,7 @@ pub fn run_one(plan: &Plan, seed: u64, scenario: fn(u64) -> Scenario) -> Outcome
 
 /// Runs every seed of the plan; panics at the first failure with its seed
 /// and replay command, and otherwise prints totals.
-pub fn run_seeds(plan: &Plan, scenario: fn(u64) -> Scenario) {
+pub fn run_seeds(plan: &Plan, scenario: &dyn Fn(u64) -> Scenario) {
     let mut totals = Outcome::default();
     for &seed in &plan.seeds {
         let outcome = run_one(plan, seed, scenario);

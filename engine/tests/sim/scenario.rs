@@ -25,6 +25,10 @@ pub struct Scenario {
     pub crashes: bool,
     pub disk_latency_units_max: u64,
     pub snapshot_filler_bytes: u64,
+    /// Ticks between two acts of the nemesis, drawn in this range.
+    pub fault_interval_ticks: (u64, u64),
+    /// Chance that a crash fault takes the whole cluster down at once.
+    pub crash_all_per_million: u32,
 }
 
 impl Scenario {
@@ -64,6 +68,8 @@ impl Scenario {
             crashes: true,
             disk_latency_units_max: rng.range(1, 30),
             snapshot_filler_bytes: rng.range(0, 2048),
+            fault_interval_ticks: (5, 40),
+            crash_all_per_million: 100_000,
         }
     }
 
@@ -94,6 +100,21 @@ impl Scenario {
         scenario.config.check_quorum = true;
         scenario.config.clock_drift_ticks = 2;
         scenario.tick_skew_percent_max = 5;
+        scenario
+    }
+
+    /// Three nodes under a fast fault schedule (a fault every 1-8 ticks,
+    /// mostly crashes and partitions around the leader), slow disks and
+    /// small appends, so that elections overlap with half-replicated
+    /// entries: the conditions of Figure 8 (§5.4.2) and of lost unsynced
+    /// writes. Used to show the checkers catch injected bugs.
+    pub fn hostile(seed: u64) -> Self {
+        let mut scenario = Self::base(seed, 3);
+        scenario.fault_interval_ticks = (1, 8);
+        scenario.disk_latency_units_max = 3 * TICK_UNITS;
+        scenario.config.append_bytes_max = 256;
+        scenario.config.pre_vote = false;
+        scenario.crash_all_per_million = 500_000;
         scenario
     }
 
