@@ -490,7 +490,7 @@ mod tests {
             Batch::decode(LogIndex(5), Term(3), 3, batch.bytes().clone(), LIMITS).expect("valid");
         assert_eq!(decoded, batch);
         // The payload is a view into the same allocation.
-        assert_eq!(third.payload.as_ptr(), payload_pointer(&batch, 3 + 0));
+        assert_eq!(third.payload.as_ptr(), payload_pointer(&batch, 3));
     }
 
     fn payload_pointer(batch: &Batch, payload_offset: usize) -> *const u8 {
@@ -510,7 +510,8 @@ mod tests {
     #[test]
     fn decode_rejects_malformed_bytes() {
         let good = sample().bytes().clone();
-        let cases: Vec<(Bytes, fn(&BatchError) -> bool)> = vec![
+        type Expectation = fn(&BatchError) -> bool;
+        let cases: Vec<(Bytes, Expectation)> = vec![
             (Bytes::from_static(&[1, 0]), |e| {
                 matches!(e, BatchError::Truncated { .. })
             }),
