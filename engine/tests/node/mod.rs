@@ -69,6 +69,8 @@ pub struct Cluster {
     pub dir: tempfile::TempDir,
     pub nodes: BTreeMap<NodeId, Node>,
     pub machines: BTreeMap<NodeId, Recorder>,
+    /// Applied to every node's configuration (also on restart).
+    pub tune: fn(&mut NodeConfig),
 }
 
 pub const CLUSTER: u64 = 42;
@@ -103,12 +105,18 @@ impl Cluster {
         config.start = start;
         config.log.segment_bytes = 4 << 20;
         config.rng_seed = Some(id.0 * 7919);
+        (self.tune)(&mut config);
         config
     }
 
     /// Starts `voters` nodes (ids 1..=voters); `spare` more addresses are
     /// reserved for nodes added later.
     pub async fn start(voters: u64, spare: u64) -> Cluster {
+        Cluster::start_tuned(voters, spare, |_| {}).await
+    }
+
+    /// As [`Cluster::start`], with `tune` applied to every configuration.
+    pub async fn start_tuned(voters: u64, spare: u64, tune: fn(&mut NodeConfig)) -> Cluster {
         let ca = DevCa::generate(ClusterId(CLUSTER)).expect("dev CA");
         let addresses = free_addresses(voters + spare);
         let dir = tempfile::tempdir().expect("tempdir");
@@ -118,6 +126,7 @@ impl Cluster {
             dir,
             nodes: BTreeMap::new(),
             machines: BTreeMap::new(),
+            tune,
         };
         for id in 1..=voters {
             let mut config = cluster.config(NodeId(id), StartMode::New);
