@@ -295,8 +295,13 @@ pub async fn progress(router: Arc<Router>, recorder: Arc<Recorder>, started: Ins
         let phase = if now < recorder.window_start {
             "warm-up".to_owned()
         } else {
-            let p99 = recorder.latency().value_at_quantile(0.99);
-            format!("p99 so far {:>8.3} ms", p99 as f64 / 1000.0)
+            let latency = recorder.latency();
+            if latency.is_empty() {
+                "p99 so far        - ms".to_owned()
+            } else {
+                let p99 = latency.value_at_quantile(0.99) as f64 / 1000.0;
+                format!("p99 so far {p99:>8.3} ms")
+            }
         };
         let errors: u64 = recorder.errors.snapshot().iter().map(|(_, n)| n).sum();
         eprintln!(
