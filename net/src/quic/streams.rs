@@ -1,8 +1,8 @@
 //! Reading and writing frames on quinn streams.
 //!
-//! Writers gather queued frames into one `write_all_chunks` call: header
-//! chunks (from an arena) interleaved with the callers' body chunks, never
-//! copied. Readers validate the header before allocating, slice frames out
+//! Writers gather queued frames into one `write_all_chunks` call: headers
+//! (and bodies up to [`COPY_BODY_BYTES_MAX`]) in an arena, larger bodies as
+//! the callers' chunks, never copied. Readers validate the header before allocating, slice frames out
 //! of received chunks, and assemble a frame that spans chunks in one
 //! allocation.
 
@@ -13,9 +13,7 @@ use quinn::{Connection, RecvStream, SendStream};
 use tokio::sync::mpsc;
 
 use crate::config::PeerId;
-use crate::frame::{
-    header_chunk, Frame, FrameError, FrameHeader, FrameKind, TrafficClass, HEADER_BYTES,
-};
+use crate::frame::{Frame, FrameError, FrameHeader, FrameKind, TrafficClass, HEADER_BYTES};
 use crate::handshake::CloseReason;
 use crate::transport::{Counters, Deliverers, Delivery};
 
@@ -137,14 +135,9 @@ pub(crate) async fn write_frame(
     kind: FrameKind,
     body: Bytes,
 ) -> Result<(), quinn::WriteError> {
-    let mut arena = BytesMut::new();
-    let header = FrameHeader {
-        // Handshake bodies are a few dozen bytes.
-        body_bytes: body.len() as u32,
-        kind,
-    };
-    let mut chunks = [header_chunk(&mut arena, header), body];
-    stream.write_all_chunks(&mut chunks).await
+    let mut batch = WriteBatch::default();
+    batch.push(kind, Frame::from(body));
+    stream.write_all_chunks(batch.chunks()).await
 }
 
 /// Reads frames of `class` from one stream until it ends, delivering each.
@@ -238,8 +231,7 @@ pub(crate) async fn write_stream(
     write_batch_bytes_max: usize,
 ) {
     let mut queue = link.queue(class).lock().await;
-    let mut arena = BytesMut::new();
-    let mut batch: Vec<Bytes> = Vec::new();
+    let mut batch = WriteBatch::default();
     loop {
         let Some(first) = queue.recv().await else {
             return;
@@ -247,15 +239,15 @@ pub(crate) async fn write_stream(
         let mut frames = 1u64;
         let mut body_bytes = first.body_bytes();
         let mut wire_bytes = first.wire_bytes();
-        push_frame(&mut batch, &mut arena, class, first);
+        batch.push(class.kind(), first);
         while wire_bytes < write_batch_bytes_max {
             let Ok(next) = queue.try_recv() else { break };
             frames += 1;
             body_bytes += next.body_bytes();
             wire_bytes += next.wire_bytes();
-            push_frame(&mut batch, &mut arena, class, next);
+            batch.push(class.kind(), next);
         }
-        let result = stream.write_all_chunks(&mut batch).await;
+        let result = stream.write_all_chunks(batch.chunks()).await;
         batch.clear();
         link.release(class, wire_bytes);
         if let Err(error) = result {
@@ -280,20 +272,19 @@ pub(crate) async fn write_snapshots(
     priority: i32,
 ) {
     let mut queue = link.queue(TrafficClass::Snapshot).lock().await;
-    let mut arena = BytesMut::new();
-    let mut batch: Vec<Bytes> = Vec::new();
+    let mut batch = WriteBatch::default();
     loop {
         let Some(frame) = queue.recv().await else {
             return;
         };
         let body_bytes = frame.body_bytes();
         let wire_bytes = frame.wire_bytes();
-        push_frame(&mut batch, &mut arena, TrafficClass::Snapshot, frame);
+        batch.push(FrameKind::Snapshot, frame);
         let result = async {
             let mut stream = connection.open_uni().await?;
             // Only fails on a closed stream, which the write reports next.
             let _ = stream.set_priority(priority);
-            stream.write_all_chunks(&mut batch).await?;
+            stream.write_all_chunks(batch.chunks()).await?;
             stream
                 .finish()
                 .map_err(|_| quinn::WriteError::ClosedStream)?;
@@ -313,14 +304,62 @@ pub(crate) async fn write_snapshots(
     }
 }
 
-fn push_frame(batch: &mut Vec<Bytes>, arena: &mut BytesMut, class: TrafficClass, frame: Frame) {
-    let header = FrameHeader {
-        // `send` refused bodies above frame_bytes_max, a u32.
-        body_bytes: frame.body_bytes() as u32,
-        kind: class.kind(),
-    };
-    batch.push(header_chunk(arena, header));
-    batch.extend(frame.into_chunks());
+/// Bodies up to this size are copied into the write batch next to their
+/// header instead of being passed as chunks of their own. quinn keeps one
+/// segment per chunk in its send buffer and pays per segment when it builds
+/// packets, so for small frames (votes, heartbeats, acks) one short copy is
+/// much cheaper than two tiny chunks; batch payloads above this size are
+/// never copied.
+pub(crate) const COPY_BODY_BYTES_MAX: usize = 1024;
+
+/// Gathers frames into the chunk list of one `write_all_chunks` call: headers
+/// and small bodies go into a shared arena (split off as one chunk per run),
+/// large bodies are passed through as the caller's `Bytes`.
+#[derive(Debug, Default)]
+pub(crate) struct WriteBatch {
+    arena: BytesMut,
+    chunks: Vec<Bytes>,
+}
+
+impl WriteBatch {
+    pub(crate) fn push(&mut self, kind: FrameKind, frame: Frame) {
+        let header = FrameHeader {
+            // `send` refused bodies above frame_bytes_max, a u32.
+            body_bytes: frame.body_bytes() as u32,
+            kind,
+        };
+        let small = frame.body_bytes() <= COPY_BODY_BYTES_MAX;
+        let inline_bytes = HEADER_BYTES + if small { frame.body_bytes() } else { 0 };
+        if self.arena.capacity() - self.arena.len() < inline_bytes {
+            self.flush_arena();
+            self.arena.reserve(inline_bytes.max(64 * 1024));
+        }
+        self.arena.extend_from_slice(&header.encode());
+        if small {
+            for chunk in frame.chunks() {
+                self.arena.extend_from_slice(chunk);
+            }
+        } else {
+            self.flush_arena();
+            self.chunks.extend(frame.into_chunks());
+        }
+    }
+
+    fn flush_arena(&mut self) {
+        if !self.arena.is_empty() {
+            self.chunks.push(self.arena.split().freeze());
+        }
+    }
+
+    /// The chunks to write, in order.
+    pub(crate) fn chunks(&mut self) -> &mut [Bytes] {
+        self.flush_arena();
+        &mut self.chunks
+    }
+
+    pub(crate) fn clear(&mut self) {
+        self.chunks.clear();
+    }
 }
 
 /// Discards every frame queued for `link` (peer down), counting each.
