@@ -21,7 +21,7 @@ const WAIT: Duration = Duration::from_secs(15);
 async fn leader_kill_loses_no_acknowledged_proposal() {
     let mut cluster = Cluster::start(3, 0).await;
     let old_leader = cluster.leader(WAIT).await;
-    let leader_node = Arc::new(cluster.nodes.remove(&old_leader).expect("leader runs"));
+    let leader_node = cluster.nodes.remove(&old_leader).expect("leader runs");
 
     // Four proposers keep the leader busy; the leader is killed while their
     // proposals are in flight.
@@ -163,7 +163,7 @@ async fn leadership_transfer_and_dropped_node() {
     // Dropping a node (no shutdown) inside the runtime stops it without a
     // panic, and the rest of the cluster carries on.
     let dropped = cluster.nodes.remove(&target).expect("target runs");
-    drop(dropped);
+    drop(Arc::into_inner(dropped).expect("the only handle"));
     let survivor = cluster.leader(WAIT).await;
     assert_ne!(survivor, target);
     cluster.propose(Bytes::from_static(b"three"), WAIT).await;

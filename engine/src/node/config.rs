@@ -28,7 +28,10 @@ pub enum StartMode {
     /// A node being added to a running cluster (or re-added after losing its
     /// disk, once removed from the configuration): an empty data directory is
     /// initialised and the node waits to be told its configuration by the
-    /// leader; it never campaigns before it is a voter.
+    /// leader; it never campaigns before it is a voter. Set
+    /// [`NodeConfig::initial_voters`] to the cluster's initial voters (the
+    /// node leaves itself out of them in any case). Start the node, then
+    /// add it from the leader with `add_learner` / `change_membership`.
     Join,
 }
 
@@ -147,6 +150,11 @@ impl NodeConfig {
                 certificate: self.identity.cluster.0,
             });
         }
+        if self.start == StartMode::Join
+            && self.initial_voters.iter().all(|voter| *voter == self.id)
+        {
+            return Err(ConfigError::NoVoters);
+        }
         if self.start == StartMode::New {
             if self.initial_voters.is_empty() {
                 return Err(ConfigError::NoVoters);
@@ -205,8 +213,9 @@ pub enum ConfigError {
         /// Cluster in the certificate.
         certificate: u64,
     },
-    /// A new cluster needs voters.
-    #[error("a new cluster needs at least one initial voter")]
+    /// A new cluster, or a node joining one, needs voters other than itself
+    /// (a joining node).
+    #[error("initial_voters must name at least one voter (other than a joining node itself)")]
     NoVoters,
     /// An initial voter is missing from the address book.
     #[error("initial voter {0} has no address in peers")]

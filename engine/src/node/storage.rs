@@ -184,9 +184,24 @@ pub(super) fn recover(
         hard_state,
         snapshot: snapshot.clone(),
         batches,
-        initial_membership: Membership::new(config.initial_voters.iter().copied()),
+        initial_membership: initial_membership(config),
     };
     Ok((Recovered { wal, persisted }, snapshot))
+}
+
+/// The configuration a node starts from when neither its log nor a snapshot
+/// holds one. A joining node leaves itself out, so it never counts itself
+/// a voter (or campaigns) before the leader's log says it is one; the
+/// other voters only serve as a placeholder until that log arrives.
+fn initial_membership(config: &NodeConfig) -> Membership {
+    let joining = config.start == StartMode::Join;
+    Membership::new(
+        config
+            .initial_voters
+            .iter()
+            .copied()
+            .filter(|voter| !joining || *voter != config.id),
+    )
 }
 
 /// Replaces the log with an empty one that continues at `next` and holds

@@ -67,7 +67,7 @@ pub struct Cluster {
     pub ca: DevCa,
     pub addresses: BTreeMap<NodeId, SocketAddr>,
     pub dir: tempfile::TempDir,
-    pub nodes: BTreeMap<NodeId, Node>,
+    pub nodes: BTreeMap<NodeId, Arc<Node>>,
     pub machines: BTreeMap<NodeId, Recorder>,
     /// Applied to every node's configuration (also on restart).
     pub tune: fn(&mut NodeConfig),
@@ -140,7 +140,7 @@ impl Cluster {
         let id = config.id;
         let machine = self.machines.entry(id).or_default().clone();
         let node = Node::start(config, machine).await.expect("node starts");
-        self.nodes.insert(id, node);
+        self.nodes.insert(id, Arc::new(node));
     }
 
     /// Waits until the running nodes agree on one leader; returns it.
@@ -173,6 +173,14 @@ impl Cluster {
         assert!(!self.nodes.contains_key(&id), "node {id} is running");
         self.machines.insert(id, Recorder::default());
         let config = self.config(id, StartMode::Existing);
+        self.launch(config).await;
+    }
+
+    /// Starts a node that is not yet a member ([`StartMode::Join`]) on an
+    /// empty data directory; the cluster's voters are 1..=`voters`.
+    pub async fn join(&mut self, id: NodeId, voters: u64) {
+        let mut config = self.config(id, StartMode::Join);
+        config.initial_voters = (1..=voters).map(NodeId).collect();
         self.launch(config).await;
     }
 
