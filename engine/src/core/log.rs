@@ -178,12 +178,20 @@ impl RaftLog {
 
     /// Forgets batches wholly covered by a snapshot at `snapshot`.
     pub(crate) fn compact(&mut self, snapshot: LogId) {
+        self.compact_keeping(snapshot, snapshot.index);
+    }
+
+    /// Records a snapshot at `snapshot` but forgets only batches ending at
+    /// or before `keep_after` (a leader keeps entries that followers it
+    /// hears from still need, so they need no snapshot).
+    pub(crate) fn compact_keeping(&mut self, snapshot: LogId, keep_after: LogIndex) {
         assert!(
             self.matches(snapshot),
             "compaction point must be in the log"
         );
+        let drop_through = keep_after.min(snapshot.index);
         while let Some(front) = self.batches.front() {
-            if front.last() <= snapshot.index {
+            if front.last() <= drop_through {
                 self.prev = front.last_id();
                 self.bytes -= front.size_bytes();
                 self.batches.pop_front();

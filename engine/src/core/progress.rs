@@ -5,6 +5,7 @@
 
 use std::collections::VecDeque;
 
+use super::action::Snapshot;
 use super::types::{LogId, LogIndex};
 
 /// How the leader currently replicates to a follower.
@@ -53,6 +54,9 @@ pub(crate) struct Progress {
     /// A heartbeat passed while streaming a snapshot: resend even if every
     /// byte was acknowledged (the "installed" answer may be lost).
     pub(crate) snapshot_retry: bool,
+    /// The snapshot being streamed (kept even if a newer one is taken
+    /// meanwhile, so a slow transfer still finishes).
+    pub(crate) streaming: Option<Snapshot>,
 }
 
 /// Heartbeat intervals without any acknowledgement, appends in flight,
@@ -73,6 +77,7 @@ impl Progress {
             read_round: 0,
             stalled_heartbeats: 0,
             snapshot_retry: false,
+            streaming: None,
         }
     }
 
@@ -164,18 +169,22 @@ impl Progress {
     }
 
     pub(crate) fn become_probe(&mut self) {
+        self.streaming = None;
         self.state = ProgressState::Probe { paused: false };
         self.next_index = self.match_index.next();
         self.clear_inflight();
     }
 
     fn become_replicate(&mut self) {
+        self.streaming = None;
         self.state = ProgressState::Replicate;
         self.next_index = self.match_index.next();
         self.clear_inflight();
     }
 
-    pub(crate) fn become_snapshot(&mut self, last: LogId) {
+    pub(crate) fn become_snapshot(&mut self, snapshot: Snapshot) {
+        let last = snapshot.meta.last;
+        self.streaming = Some(snapshot);
         self.state = ProgressState::Snapshot {
             last,
             sent_bytes: 0,

@@ -9,7 +9,7 @@ use super::action::{Action, Snapshot};
 use super::message::{MessageBody, SnapshotChunk, SnapshotMeta};
 use super::progress::ProgressState;
 use super::raft::{DriverError, Raft};
-use super::types::{LogId, NodeId};
+use super::types::{LogId, LogIndex, NodeId};
 use super::MessageError;
 
 /// A snapshot being received, contiguous from offset 0.
@@ -52,7 +52,28 @@ impl Raft {
             .rev()
             .find(|(index, _)| *index <= last.index)
             .map_or_else(|| self.memberships[0].1.clone(), |(_, m)| m.clone());
-        self.log.compact(last);
+        // Keep the entries that followers this leader hears from still
+        // need (up to one threshold's worth behind the snapshot): sending
+        // them beats streaming a snapshot that a fast-compacting leader
+        // may replace before it arrives.
+        let floor = LogIndex(
+            last.index
+                .0
+                .saturating_sub(self.config.snapshot_log_entries_threshold),
+        );
+        let needed = self.leader_state.as_ref().and_then(|leader| {
+            leader
+                .progress
+                .values()
+                .filter(|p| p.recent_active)
+                .map(|p| match &p.state {
+                    ProgressState::Snapshot { last, .. } => last.index,
+                    _ => p.match_index,
+                })
+                .min()
+        });
+        let keep_after = needed.map_or(last.index, |needed| needed.max(floor));
+        self.log.compact_keeping(last, keep_after);
         // Keep the configuration in force at the snapshot as the base.
         self.memberships.retain(|(index, _)| *index > last.index);
         self.memberships.insert(0, (last.index, membership.clone()));
@@ -67,7 +88,7 @@ impl Raft {
 
     /// Switches `peer` to snapshot streaming (its next entry is compacted).
     pub(crate) fn start_snapshot_transfer(&mut self, peer: NodeId) {
-        let Some(last) = self.snapshot.as_ref().map(|s| s.meta.last) else {
+        let Some(snapshot) = self.snapshot.clone() else {
             return;
         };
         let Some(progress) = self
@@ -77,14 +98,19 @@ impl Raft {
         else {
             return;
         };
-        progress.become_snapshot(last);
+        progress.become_snapshot(snapshot);
         self.metrics.snapshots_sent += 1;
         self.send_snapshot_chunks(peer);
     }
 
     /// Sends chunks within the snapshot window.
     pub(crate) fn send_snapshot_chunks(&mut self, peer: NodeId) {
-        let Some(snapshot) = self.snapshot.clone() else {
+        let Some(snapshot) = self
+            .leader_state
+            .as_ref()
+            .and_then(|l| l.progress.get(&peer))
+            .and_then(|p| p.streaming.clone())
+        else {
             return;
         };
         let chunk_bytes = self.config.snapshot_chunk_bytes;
@@ -98,20 +124,6 @@ impl Raft {
             else {
                 return;
             };
-            let ProgressState::Snapshot {
-                last,
-                sent_bytes,
-                acked_bytes,
-            } = &mut progress.state
-            else {
-                return;
-            };
-            if *last != snapshot.meta.last {
-                // A newer snapshot replaced the one being sent: restart.
-                *last = snapshot.meta.last;
-                *sent_bytes = 0;
-                *acked_bytes = 0;
-            }
             let retry = std::mem::take(&mut progress.snapshot_retry);
             let ProgressState::Snapshot {
                 sent_bytes,
