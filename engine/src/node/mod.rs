@@ -285,26 +285,31 @@ impl Node {
             .enable_all()
             .build()
             .map_err(StartError::Runtime)?;
+        // Every failure from here on goes through `abandon`: dropping the
+        // runtime in place panics when `start` runs on an async worker.
+        let metrics_listener = match config
+            .metrics_listen
+            .map(|address| bind_metrics(address, &net_runtime))
+            .transpose()
+        {
+            Ok(listener) => listener,
+            Err(error) => return Err(abandon(net_runtime, None, error).await),
+        };
         let transport_config = transport_config(&config);
-        let (transport, incoming) = {
+        let started = {
             let _context = net_runtime.enter();
             QuicTransport::start(transport_config)
-                .map_err(|error| StartError::Transport(error.to_string()))?
+        };
+        let (transport, incoming) = match started {
+            Ok(started) => started,
+            Err(error) => {
+                let error = StartError::Transport(error.to_string());
+                return Err(abandon(net_runtime, None, error).await);
+            }
         };
         let transport = Arc::new(transport);
-        if let Some(address) = config.metrics_listen {
-            let shared = Arc::clone(&shared);
-            let listener = {
-                let _context = net_runtime.enter();
-                let socket =
-                    std::net::TcpListener::bind(address).map_err(|source| StartError::Io {
-                        path: format!("metrics listener {address}").into(),
-                        source,
-                    })?;
-                socket.set_nonblocking(true).map_err(StartError::Runtime)?;
-                tokio::net::TcpListener::from_std(socket).map_err(StartError::Runtime)?
-            };
-            net_runtime.spawn(http::serve(listener, shared));
+        if let Some(listener) = metrics_listener {
+            net_runtime.spawn(http::serve(listener, Arc::clone(&shared)));
         }
 
         let (requests_sender, requests) = mpsc::channel(config.request_queue_max);
@@ -374,18 +379,23 @@ impl Node {
                 );
                 let _ = ready_sender.send(Ok(()));
                 runtime.block_on(driver.run(config.tick_interval, shutdown))
-            })
-            .map_err(StartError::Runtime)?;
+            });
+        let raft_thread = match raft_thread {
+            Ok(thread) => thread,
+            Err(error) => {
+                let error = StartError::Runtime(error);
+                return Err(abandon(net_runtime, Some(transport), error).await);
+            }
+        };
         let started = ready.await.unwrap_or_else(|_| {
             Err(StartError::Runtime(std::io::Error::other(
                 "the barge-raft thread exited during start",
             )))
         });
         if let Err(error) = started {
+            // The thread reported its failure and is returning.
             let _ = raft_thread.join();
-            net_runtime.block_on(transport.shutdown());
-            net_runtime.shutdown_background();
-            return Err(error);
+            return Err(abandon(net_runtime, Some(transport), error).await);
         }
         Ok(Node {
             id,
@@ -612,6 +622,40 @@ impl Node {
         control.net_runtime.shutdown_background();
         result
     }
+}
+
+/// Binds the metrics listener (before anything else starts, so a taken
+/// address costs nothing to undo).
+fn bind_metrics(
+    address: std::net::SocketAddr,
+    runtime: &tokio::runtime::Runtime,
+) -> Result<tokio::net::TcpListener, StartError> {
+    let _context = runtime.enter();
+    let io = |source| StartError::Io {
+        path: format!("metrics listener {address}").into(),
+        source,
+    };
+    let socket = std::net::TcpListener::bind(address).map_err(io)?;
+    socket.set_nonblocking(true).map_err(io)?;
+    tokio::net::TcpListener::from_std(socket).map_err(io)
+}
+
+/// Undoes a partial start and returns its error. Runs on the caller's async
+/// context, where blocking on or dropping the network runtime would panic:
+/// the transport is closed from inside that runtime, which then shuts down
+/// in the background.
+async fn abandon(
+    net_runtime: tokio::runtime::Runtime,
+    transport: Option<Arc<QuicTransport>>,
+    error: StartError,
+) -> StartError {
+    if let Some(transport) = transport {
+        let _ = net_runtime
+            .spawn(async move { transport.shutdown().await })
+            .await;
+    }
+    net_runtime.shutdown_background();
+    error
 }
 
 impl Drop for Node {
