@@ -416,8 +416,11 @@ impl Disk for FaultDisk {
         FaultDisk::check_fault(&mut state, FaultOperation::Sync)?;
         let inode = *state.names.get(name).ok_or_else(|| not_found(name))?;
         let file = state.files.get_mut(&inode).ok_or_else(|| not_found(name))?;
-        file.unsynced.clear();
-        file.durable = file.current.clone();
+        // Apply the pending writes rather than copying the whole file, so a
+        // sync costs what was written, like on a real disk.
+        for (offset, data) in std::mem::take(&mut file.unsynced) {
+            apply(&mut file.durable, offset, &data);
+        }
         Ok(())
     }
 
