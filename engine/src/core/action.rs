@@ -89,9 +89,12 @@ pub enum Action {
         applied: LogIndex,
     },
     /// A leader's snapshot has arrived in full: restore the state machine
-    /// from it, make it durable (snapshot, then a log that starts after
-    /// `meta.last`), then call [`super::Raft::handle_snapshot_installed`].
-    /// Ordered with the log-writing class.
+    /// from it (after applying every `Apply` polled before this action) and
+    /// make it durable together with the log change it implies: if the log
+    /// holds `meta.last` (same index and term) keep the entries after it,
+    /// otherwise discard the whole log (§7). Then call
+    /// [`super::Raft::handle_snapshot_installed`]. Ordered with the
+    /// log-writing class: later `AppendBatches` follow `meta.last`.
     InstallSnapshot(Snapshot),
 }
 
