@@ -139,3 +139,45 @@ fn restart_from_snapshot_and_log() {
     cluster.tick_all(30);
     assert_eq!(cluster.applied_texts(leader), before);
 }
+
+/// A snapshot may end inside a batch; on restart the log keeps the entries
+/// after the snapshot from that straddling batch (§7: retain the suffix).
+#[test]
+fn restart_with_snapshot_inside_a_batch() {
+    use barge::core::{LogId, Snapshot, SnapshotMeta};
+    use bytes::Bytes;
+    let mut cluster = Cluster::new(&[1], Config::default());
+    cluster.elect();
+    let payloads: Vec<Bytes> = ["a", "b", "c", "d"]
+        .iter()
+        .map(|t| Bytes::from(*t))
+        .collect();
+    let ticket = cluster
+        .raft_mut(1)
+        .handle_propose(payloads)
+        .expect("leader");
+    cluster.settle();
+    let term = ticket.term;
+    let middle = LogId::new(term, LogIndex(ticket.first.0 + 1));
+    cluster
+        .raft_mut(1)
+        .handle_snapshot_created(middle, Bytes::new())
+        .expect("applied");
+    let meta: SnapshotMeta = cluster.raft(1).snapshot_meta().expect("taken").clone();
+    cluster.node_mut(1).disk.snapshot = Some(Snapshot {
+        meta,
+        data: Bytes::new(),
+    });
+    cluster.crash(1);
+    cluster.restart(1);
+    let raft = cluster.raft(1);
+    assert_eq!(raft.last_log_id(), LogId::new(term, ticket.last));
+    assert_eq!(raft.term_at(middle.index.next()), Some(term));
+    assert_eq!(raft.term_at(ticket.first), None, "before the snapshot");
+    cluster.elect();
+    cluster.propose(1, "e");
+    assert_eq!(
+        cluster.applied_texts(1).last().map(String::as_str),
+        Some("e")
+    );
+}

@@ -210,9 +210,9 @@ impl Raft {
                         found: batch.first(),
                     });
                 }
-                log = RaftLog::new(LogId::new(batch.term(), batch.first().prev()));
-                log.append(batch.clone());
-                log.compact(snapshot_id);
+                // Only its entries after the snapshot are kept (a copy, once,
+                // at start-up): the terms before them are not known here.
+                log.append(batch.tail_from(snapshot_id.index.next()));
             } else {
                 if batch.term() < log.last().term {
                     return Err(RecoveryError::TermRegression {

@@ -121,7 +121,6 @@ impl Raft {
             }
             let probing = matches!(progress.state, ProgressState::Probe { .. });
             let next = progress.next_index;
-            let match_index = progress.match_index;
             if next < self.log.first_index() {
                 self.start_snapshot_transfer(peer);
                 return;
@@ -149,7 +148,6 @@ impl Raft {
                 progress.sent(prev_index.next(), last, bytes);
             }
             let prev = LogId::new(prev_term, prev_index);
-            let _ = match_index;
             self.send(
                 peer,
                 MessageBody::Append {
@@ -241,7 +239,7 @@ impl Raft {
             if index > batch.last() {
                 continue;
             }
-            if conflict || index <= self.log.last().index {
+            if conflict {
                 if index <= self.commit {
                     return Err(malformed("conflict with a committed entry"));
                 }
