@@ -70,12 +70,20 @@ pub struct NodeFigures {
     pub bytes_received_per_s: f64,
     pub leader_changes: u64,
     pub elections_started: u64,
+    /// Pre-vote rounds: a follower that heard nothing from the leader for an
+    /// election timeout, even if no election followed.
+    pub pre_votes_started: u64,
+    /// Snapshots installed from the leader (followers; each replaces the
+    /// log and so restarts its counters).
+    pub snapshots_installed: u64,
+    /// Snapshot transfers started (leader).
+    pub snapshots_sent: u64,
 }
 
 impl NodeFigures {
     pub fn between(before: &Metrics, after: &Metrics, seconds: f64) -> NodeFigures {
-        let fsyncs = after.fsyncs.saturating_sub(before.fsyncs);
-        let batches = after.log_batches.saturating_sub(before.log_batches);
+        let fsyncs = counted_since(before.fsyncs, after.fsyncs);
+        let batches = counted_since(before.log_batches, after.log_batches);
         let entries = after
             .last_log_index
             .0
@@ -109,7 +117,25 @@ impl NodeFigures {
             elections_started: after
                 .elections_started
                 .saturating_sub(before.elections_started),
+            pre_votes_started: after
+                .pre_votes_started
+                .saturating_sub(before.pre_votes_started),
+            snapshots_installed: after
+                .snapshots_installed
+                .saturating_sub(before.snapshots_installed),
+            snapshots_sent: after.snapshots_sent.saturating_sub(before.snapshots_sent),
         }
+    }
+}
+
+/// Growth of a log counter over the window. A follower that installs a
+/// snapshot replaces its log, and the new log counts from zero: then the
+/// whole `after` value is what the window saw (a lower bound).
+fn counted_since(before: u64, after: u64) -> u64 {
+    if after >= before {
+        after - before
+    } else {
+        after
     }
 }
 
@@ -173,6 +199,13 @@ impl RunReport {
             .sum()
     }
 
+    pub fn pre_votes(&self) -> u64 {
+        self.per_node
+            .iter()
+            .map(|node| node.pre_votes_started)
+            .sum()
+    }
+
     pub fn fsyncs_per_s(&self) -> f64 {
         self.per_node.iter().map(|node| node.fsyncs_per_s).sum()
     }
@@ -214,6 +247,9 @@ impl RunReport {
                     "wire_bytes_received_per_s": node.bytes_received_per_s,
                     "leader_changes": node.leader_changes,
                     "elections_started": node.elections_started,
+                    "pre_votes_started": node.pre_votes_started,
+                    "snapshots_installed": node.snapshots_installed,
+                    "snapshots_sent": node.snapshots_sent,
                 })
             })
             .collect();
@@ -249,6 +285,7 @@ impl RunReport {
             "peak_rss_bytes": self.peak_rss_bytes,
             "leader_changes": self.leader_changes(),
             "elections": self.elections(),
+            "pre_votes": self.pre_votes(),
             "leader_at_end": self.leader_at_end,
             "errors": errors,
             "abandoned": self.abandoned,
@@ -315,9 +352,10 @@ impl RunReport {
             self.peak_rss_bytes as f64 / (1 << 20) as f64
         );
         println!(
-            "  leader changes {}   elections {}   leader at end {}",
+            "  leader changes {}   elections {}   pre-votes {}   leader at end {}",
             self.leader_changes(),
             self.elections(),
+            self.pre_votes(),
             self.leader_at_end
                 .map_or_else(|| "none".to_owned(), |id| id.to_string())
         );
@@ -353,7 +391,7 @@ impl RunReport {
         );
         for node in &self.per_node {
             println!(
-                "  {:>4} {:>6} {:>10.0} {:>13.1} {:>13.2} {:>12.0} {:>12.1} {:>12.1}",
+                "  {:>4} {:>6} {:>10.0} {:>13.1} {:>13.2} {:>12.0} {:>12.1} {:>12.1} {:>15} {:>17}",
                 node.id,
                 if node.leader { "leader" } else { "" },
                 node.fsyncs_per_s,
@@ -361,7 +399,9 @@ impl RunReport {
                 node.batches_per_fsync,
                 node.fsync_micros_mean,
                 node.bytes_sent_per_s / 1e6,
-                node.bytes_received_per_s / 1e6
+                node.bytes_received_per_s / 1e6,
+                node.leader_changes,
+                format!("{}/{}", node.snapshots_installed, node.snapshots_sent)
             );
         }
         if let Some(baseline) = &self.baseline {
@@ -460,6 +500,14 @@ mod tests {
         assert!(figures.leader);
         let idle = NodeFigures::between(&before, &before, 2.0);
         assert_eq!(idle.batches_per_fsync, 0.0, "no division by zero");
+        // A snapshot install replaced the log: its counters restarted.
+        let replaced = Metrics {
+            snapshots_installed: 1,
+            ..metrics(1, 40, 50, 60_000, 1)
+        };
+        let figures = NodeFigures::between(&before, &replaced, 2.0);
+        assert_eq!(figures.fsyncs_per_s, 20.0);
+        assert_eq!(figures.snapshots_installed, 1);
     }
 
     #[test]
