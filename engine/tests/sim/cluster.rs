@@ -792,8 +792,4 @@ impl Cluster {
         }
         Ok(())
     }
-
-    pub fn log_view(&self, slot: usize) -> &dyn LogView {
-        &self.nodes[slot].written
-    }
 }

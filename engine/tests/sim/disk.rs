@@ -38,9 +38,6 @@ pub struct Disk {
     pending: VecDeque<(DiskOp, u64)>,
     last_due: u64,
     pub latency_units_max: u64,
-    /// Bound on queued operations; the driver stops feeding inputs to a
-    /// node whose disk is this far behind (backpressure, not growth).
-    pub pending_ops_max: usize,
 }
 
 impl Disk {
@@ -52,7 +49,6 @@ impl Disk {
             pending: VecDeque::new(),
             last_due: 0,
             latency_units_max,
-            pending_ops_max: 4096,
         }
     }
 

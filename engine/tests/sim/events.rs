@@ -119,10 +119,6 @@ impl Agenda {
         self.now = scheduled.time;
         Some(scheduled.event)
     }
-
-    pub fn len(&self) -> usize {
-        self.heap.len()
-    }
 }
 
 #[cfg(test)]

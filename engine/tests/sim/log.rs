@@ -10,7 +10,7 @@ use super::checkers::LogView;
 use super::rng::{hash_bytes, mix};
 
 /// The chain hash of the empty log.
-pub const GENESIS: u64 = 0x5EED_0F_BA26E;
+pub const GENESIS: u64 = 0x5EED_0000_BA26_E000;
 
 /// Hash of one entry's content (kind and payload).
 pub fn entry_hash(kind: EntryKind, payload: &[u8]) -> u64 {
@@ -64,11 +64,6 @@ impl LogImage {
             return Some(self.snapshot.last.term);
         }
         self.slot(index).map(|slot| self.chains[slot].0)
-    }
-
-    /// Hash of the entry itself (not the chain) at `index`.
-    pub fn entry_hash_at(&self, index: LogIndex) -> Option<u64> {
-        self.slot(index).map(|slot| self.chains[slot].2)
     }
 
     fn slot(&self, index: LogIndex) -> Option<usize> {
@@ -163,10 +158,6 @@ impl LogImage {
     /// Batches holding entries after the snapshot, for restarting a core.
     pub fn batches_after_snapshot(&self) -> Vec<Batch> {
         self.batches.clone()
-    }
-
-    pub fn entries_len(&self) -> usize {
-        self.chains.len()
     }
 }
 

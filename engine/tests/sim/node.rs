@@ -5,8 +5,7 @@
 use std::collections::BTreeMap;
 
 use barge::core::{
-    Config, HardState, LogIndex, Membership, NodeId, Persisted, ProposalTicket, Raft, ReadId,
-    Snapshot, SnapshotMeta,
+    Config, LogIndex, Membership, NodeId, Persisted, ProposalTicket, Raft, ReadId, SnapshotMeta,
 };
 
 use super::disk::Disk;
@@ -95,20 +94,6 @@ impl SimNode {
         let core_seed = mix(mix(seed, self.id.0), self.incarnation);
         let raft = Raft::new(self.id, config.clone(), persisted, core_seed)
             .map_err(|error| format!("{:?} cannot restart from its own disk: {error}", self.id))?;
-        if std::env::var("SIM_DEBUG").is_ok() {
-            eprintln!(
-                "restart {:?}: written last {} batches {:?} snapshot {:?}",
-                self.id,
-                self.written.last_id(),
-                self.disk
-                    .log
-                    .batches
-                    .iter()
-                    .map(|b| (b.first().0, b.last().0, b.len(), b.count()))
-                    .collect::<Vec<_>>(),
-                self.disk.snapshot.as_ref().map(|s| s.0.meta.last)
-            );
-        }
         self.raft = Some(raft);
         Ok(())
     }
@@ -122,21 +107,6 @@ impl SimNode {
         self.disk
             .crash(rng)
             .map_err(|error| format!("{:?} disk cannot replay its queue: {}", self.id, error.0))
-    }
-
-    pub fn hard_state(&self) -> HardState {
-        self.disk.hard_state
-    }
-
-    /// The snapshot the state machine would write now.
-    pub fn take_snapshot(&self, membership: Membership, filler_bytes: u64) -> Snapshot {
-        Snapshot {
-            meta: SnapshotMeta {
-                last: self.machine.applied,
-                membership,
-            },
-            data: self.machine.snapshot(filler_bytes),
-        }
     }
 
     pub fn applied(&self) -> LogIndex {

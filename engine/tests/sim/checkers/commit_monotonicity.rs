@@ -82,10 +82,6 @@ impl CommitMonotonicity {
             .next_back()
             .map(|(&index, &(chain, _))| (index, chain))
     }
-
-    pub fn committed_chain(&self, index: LogIndex) -> Option<u64> {
-        self.committed.get(&index).map(|&(chain, _)| chain)
-    }
 }
 
 #[cfg(test)]

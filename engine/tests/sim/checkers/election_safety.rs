@@ -30,10 +30,6 @@ impl ElectionSafety {
             }
         }
     }
-
-    pub fn leader_of(&self, term: Term) -> Option<NodeId> {
-        self.leaders.get(&term).copied()
-    }
 }
 
 #[cfg(test)]

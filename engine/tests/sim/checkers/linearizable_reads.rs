@@ -49,10 +49,6 @@ impl LinearizableReads {
         }
         Ok(())
     }
-
-    pub fn pending(&self) -> usize {
-        self.pending.len()
-    }
 }
 
 #[cfg(test)]

@@ -36,10 +36,6 @@ impl LogMatching {
             }
         }
     }
-
-    pub fn entries_seen(&self) -> usize {
-        self.chains.len()
-    }
 }
 
 #[cfg(test)]

@@ -46,20 +46,6 @@ impl StateMachineSafety {
             }
         }
     }
-
-    /// The chain hash applied at `index` by whoever applied it first.
-    pub fn chain(&self, index: LogIndex) -> Option<u64> {
-        let slot = usize::try_from(index.0.checked_sub(1)?).ok()?;
-        self.applied
-            .get(slot)
-            .copied()
-            .flatten()
-            .map(|(chain, _)| chain)
-    }
-
-    pub fn highest_applied(&self) -> LogIndex {
-        LogIndex(self.applied.len() as u64)
-    }
 }
 
 #[cfg(test)]
