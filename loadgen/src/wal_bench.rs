@@ -31,6 +31,8 @@ const USAGE: &str = "usage: barge-loadgen wal [--appenders N] [--payload BYTES] 
   --threads T       OS threads driving the appenders (default min(appenders, 2))
   --dir D           directory on the disk to measure (default: the system temp dir; tmpfs is refused)
   --backend B       uring (default) or blocking
+  --inflight N      group writes in flight (log's inflight_writes_max; default 2)
+  --segment-mib N   segment size in MiB (default 64)
   --json            one JSON object on stdout instead of the table";
 
 #[derive(Debug)]
@@ -41,6 +43,8 @@ struct Options {
     threads: Option<usize>,
     dir: Option<PathBuf>,
     backend: Backend,
+    inflight: usize,
+    segment_mib: u64,
     json: bool,
 }
 
@@ -52,6 +56,8 @@ pub fn run(mut parser: lexopt::Parser) -> Result<()> {
         threads: None,
         dir: None,
         backend: Backend::Uring,
+        inflight: 2,
+        segment_mib: 64,
         json: false,
     };
     while let Some(arg) = parser.next()? {
@@ -74,6 +80,8 @@ pub fn run(mut parser: lexopt::Parser) -> Result<()> {
                     other => bail!("unknown backend `{other}` (uring or blocking)"),
                 }
             }
+            Long("inflight") => options.inflight = parser.value()?.parse()?,
+            Long("segment-mib") => options.segment_mib = parser.value()?.parse()?,
             Long("json") => options.json = true,
             Long("help") | Short('h') => {
                 println!("{USAGE}");
@@ -283,6 +291,9 @@ fn report(
             "fsyncs_per_s": fsyncs_per_s,
             "batches_per_fsync": measured.metrics.batches_per_group_mean,
             "fsync_mean_us": measured.metrics.sync_micros_mean,
+            "segment_rolls": measured.metrics.segment_rolls,
+            "segment_roll_ms_total": measured.metrics.segment_roll_micros_total / 1e3,
+            "spares_zero_filled": measured.metrics.spares_zero_filled,
             "baseline": {
                 "write_bytes": write_bytes,
                 "mb_per_s": baseline.mb_per_s,
@@ -315,6 +326,12 @@ fn report(
     println!(
         "  fsyncs/s         {fsyncs_per_s:>14.0}   batches per fsync {:.1}, fsync mean {:.0} µs",
         measured.metrics.batches_per_group_mean, measured.metrics.sync_micros_mean
+    );
+    println!(
+        "  segments         {} rolls, {:.0} ms rolling, {} spares zero-filled (rest recycled)",
+        measured.metrics.segment_rolls,
+        measured.metrics.segment_roll_micros_total / 1e3,
+        measured.metrics.spares_zero_filled
     );
     Ok(())
 }

@@ -61,7 +61,7 @@ impl Default for WalConfig {
             tail_cache_bytes_max: 64 << 20,
             inflight_writes_max: 2,
             completion_queue_max: 1024,
-            spare_segments_max: 2,
+            spare_segments_max: 4,
             backend: Backend::Uring,
             notifier: None,
         }

@@ -12,6 +12,9 @@ pub(crate) struct Counters {
     pub sync_nanos_total: AtomicU64,
     pub sync_nanos_last: AtomicU64,
     pub sync_nanos_max: AtomicU64,
+    pub rolls: AtomicU64,
+    pub roll_nanos_total: AtomicU64,
+    pub spares_zero_filled: AtomicU64,
 }
 
 impl Counters {
@@ -48,6 +51,9 @@ impl Counters {
             },
             sync_micros_last: self.sync_nanos_last.load(Ordering::Relaxed) as f64 / 1e3,
             sync_micros_max: self.sync_nanos_max.load(Ordering::Relaxed) as f64 / 1e3,
+            segment_rolls: self.rolls.load(Ordering::Relaxed),
+            segment_roll_micros_total: self.roll_nanos_total.load(Ordering::Relaxed) as f64 / 1e3,
+            spares_zero_filled: self.spares_zero_filled.load(Ordering::Relaxed),
         }
     }
 }
@@ -71,4 +77,11 @@ pub struct Metrics {
     pub sync_micros_last: f64,
     /// The largest seen, µs.
     pub sync_micros_max: f64,
+    /// Segments started.
+    pub segment_rolls: u64,
+    /// Time the log thread spent rolling segments (sealing, renaming,
+    /// directory syncs, and zero-filling when no spare was ready), µs.
+    pub segment_roll_micros_total: f64,
+    /// Spare segments created by writing zeros (the rest were recycled).
+    pub spares_zero_filled: u64,
 }

@@ -247,6 +247,25 @@ pub(crate) fn recover(disk: &dyn Disk) -> Result<Recovered, WalError> {
     }
     segments.sort();
     out.sequence_max = segments.last().map_or(0, |segment| segment.0);
+    if let Some((sequence, first, name)) = segments.last().cloned() {
+        // A roll renames a spare into place before the previous segment's
+        // last write completes and before the new header is written: a last
+        // segment whose header is not (yet) valid holds nothing acknowledged
+        // and becomes a spare again.
+        let len = context(disk, &name, disk.len(&name))?;
+        let mut block = vec![0u8; (BLOCK_BYTES as u64).min(len) as usize];
+        context(disk, &name, disk.read_at(&name, 0, &mut block))?;
+        let valid = SegmentHeader::decode_block(&block, |header| {
+            header.sequence == sequence && header.first == first
+        });
+        if valid.is_none() {
+            let spare = crate::format::spare_name(sequence | (1 << 63));
+            context(disk, &name, disk.rename(&name, &spare))?;
+            context(disk, "", disk.sync_dir())?;
+            out.spares.push(spare);
+            segments.pop();
+        }
+    }
     let mut replay_next: Option<u64> = None;
     let mut open_damage: Option<usize> = None;
     let count = segments.len();
@@ -267,15 +286,6 @@ pub(crate) fn recover(disk: &dyn Disk) -> Result<Recovered, WalError> {
             header.sequence == sequence && header.first == first
         });
         let Some(header) = header else {
-            if is_last {
-                // Renamed from a spare, header never made durable: it holds
-                // nothing acknowledged.
-                let spare = crate::format::spare_name(sequence | (1 << 63));
-                context(disk, &name, disk.rename(&name, &spare))?;
-                context(disk, "", disk.sync_dir())?;
-                out.spares.push(spare);
-                continue;
-            }
             let mut replay = Replay {
                 out: &mut out,
                 next: replay_next,
@@ -302,11 +312,9 @@ pub(crate) fn recover(disk: &dyn Disk) -> Result<Recovered, WalError> {
                 }
             }
         }
-        let known_synced = match (is_last, sealed_at) {
-            (_, Some(seal)) => seal.max(claim),
-            (true, None) => claim,
-            (false, None) => len,
-        };
+        // Every segment but the last was synced in full before the next one
+        // was started; in the last, only the commit claims say what is.
+        let known_synced = if is_last { claim } else { len };
         let mut replay = Replay {
             out: &mut out,
             next: replay_next,

@@ -673,7 +673,11 @@ fn prepare_loop(shared: &Shared, requests: &Receiver<()>) {
             state.spare_counter
         };
         match prepare_spare(&*shared.disk, shared.limits.segment_bytes, number) {
-            Ok(name) => shared.state.lock().spares.push(name),
+            Ok(name) => {
+                let counter = &shared.counters.spares_zero_filled;
+                counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                shared.state.lock().spares.push(name);
+            }
             Err(error) => tracing::warn!(%error, "could not prepare a spare segment"),
         }
     }

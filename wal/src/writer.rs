@@ -51,6 +51,8 @@ pub(crate) struct Writer {
     shared: Arc<Shared>,
     engine: Box<dyn WriteEngine>,
     active: Option<Active>,
+    /// The segment to continue in once the active one is drained.
+    next_segment: Option<Active>,
     /// End of the last in-order durable group in the active segment.
     synced_upto: u64,
     /// Groups written since the last commit whose claim covers them all.
@@ -87,6 +89,7 @@ impl Writer {
             shared,
             engine,
             active: start.active,
+            next_segment: None,
             synced_upto,
             unsealed_groups: false,
             free_buffers: Vec::new(),
@@ -303,14 +306,23 @@ impl Writer {
         let end = start + buf.len() as u64;
         let commit = commit_record_bytes(end) as usize;
         let record = buf.extend_zeroed(commit);
-        encode_commit(record, active.incarnation, commit, self.synced_upto, 0);
+        // A full segment is sealed by its last group's own commit record,
+        // saving a separate write and sync at the roll.
+        let flags = if segment_full { COMMIT_SEAL } else { 0 };
+        encode_commit(record, active.incarnation, commit, self.synced_upto, flags);
         group.end = start + buf.len() as u64;
         if let Some(active) = self.active.as_mut() {
             active.position = group.end;
+            active.sealed = segment_full;
         }
         self.engine.submit(group.token, &active.name, start, buf)?;
         self.unsealed_groups = true;
         self.inflight.push_back(group);
+        if segment_full {
+            // Rename the next segment into place while the sealing write is
+            // in flight; its first write still waits for the drain.
+            self.prepare_next_segment()?;
+        }
         Ok(true)
     }
 
@@ -450,7 +462,20 @@ impl Writer {
     /// Starts the next segment from a spare (prepared off the hot path when
     /// possible).
     fn roll(&mut self) -> Result<(), WalError> {
-        let disk = Arc::clone(&self.shared.disk);
+        let started = Instant::now();
+        let result = self.roll_inner();
+        let counters = &self.shared.counters;
+        counters
+            .rolls
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let nanos = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        counters
+            .roll_nanos_total
+            .fetch_add(nanos, std::sync::atomic::Ordering::Relaxed);
+        result
+    }
+
+    fn roll_inner(&mut self) -> Result<(), WalError> {
         if let Some((sealed, name)) = self
             .active
             .as_ref()
@@ -461,6 +486,22 @@ impl Writer {
             }
             self.engine.forget(&name);
         }
+        if self.next_segment.is_none() {
+            self.prepare_next_segment()?;
+        }
+        let next = self.next_segment.take();
+        if let Some(next) = &next {
+            self.shared.state.lock().active_sequence = Some(next.sequence);
+        }
+        self.active = next;
+        self.synced_upto = 0;
+        Ok(())
+    }
+
+    /// Renames a spare (prepared off the hot path when possible) to the
+    /// next segment's name and syncs the directory.
+    fn prepare_next_segment(&mut self) -> Result<(), WalError> {
+        let disk = Arc::clone(&self.shared.disk);
         let mut ready = self.shared.state.lock().spares.pop();
         if let Some(spare) = &ready {
             // Spares found at open may have another size than configured.
@@ -477,31 +518,33 @@ impl Writer {
                     state.spare_counter += 1;
                     state.spare_counter
                 };
+                let counter = &self.shared.counters.spares_zero_filled;
+                counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 prepare_spare(&*disk, self.shared.limits.segment_bytes, number)?
             }
         };
         let _ = self.prepare.try_send(());
-        let sequence = self
+        let last_sequence = self
             .shared
             .state
             .lock()
             .segments
             .keys()
             .next_back()
-            .copied()
-            .unwrap_or(0);
-        let sequence = sequence.max(self.active.as_ref().map_or(0, |active| active.sequence)) + 1;
+            .copied();
+        let sequence = last_sequence
+            .unwrap_or(0)
+            .max(self.active.as_ref().map_or(0, |active| active.sequence))
+            + 1;
         let name = segment_name(sequence, self.next_index.unwrap_or(0));
         context(&*disk, &spare, disk.rename(&spare, &name))?;
         context(&*disk, "", disk.sync_dir())?;
-        {
-            let mut state = self.shared.state.lock();
-            state
-                .segments
-                .insert(sequence, SegmentMeta { name: name.clone() });
-            state.active_sequence = Some(sequence);
-        }
-        self.active = Some(Active {
+        self.shared
+            .state
+            .lock()
+            .segments
+            .insert(sequence, SegmentMeta { name: name.clone() });
+        self.next_segment = Some(Active {
             sequence,
             name,
             incarnation: random_incarnation(sequence ^ self.sequence_max),
@@ -509,7 +552,6 @@ impl Writer {
             sealed: false,
             len: self.shared.limits.segment_bytes,
         });
-        self.synced_upto = 0;
         Ok(())
     }
 }
