@@ -84,12 +84,18 @@ fn axis_max(value: f64) -> f64 {
 }
 
 fn label(value: f64) -> String {
+    // Three decimals at most, trailing zeros dropped: 0.15, not
+    // 0.15000000000000002.
+    let short = |value: f64| {
+        let text = format!("{value:.3}");
+        text.trim_end_matches('0').trim_end_matches('.').to_owned()
+    };
     if value >= 1e6 {
-        format!("{}M", value / 1e6)
+        format!("{}M", short(value / 1e6))
     } else if value >= 1e3 {
-        format!("{}k", value / 1e3)
+        format!("{}k", short(value / 1e3))
     } else {
-        format!("{value}")
+        short(value)
     }
 }
 
@@ -236,6 +242,9 @@ mod tests {
         assert_eq!(axis_max(600.0), 1000.0);
         assert_eq!(label(500_000.0), "500k");
         assert_eq!(label(2_000_000.0), "2M");
+        assert_eq!(label(0.2 * 0.75), "0.15");
+        assert_eq!(label(0.0), "0");
+        assert_eq!(label(125_000.0), "125k");
     }
 
     #[test]
