@@ -32,7 +32,8 @@ pub struct Config {
     /// Batch bytes in flight per follower (default 64 MiB).
     pub inflight_bytes_max: u64,
     /// Bytes proposed but not yet committed; a proposal beyond it is
-    /// refused with `Overloaded` (default 256 MiB).
+    /// refused with `Overloaded` (default 64 MiB: about a second of
+    /// traffic at the 1 M entries/s goal, and part of the memory bound).
     pub uncommitted_bytes_max: u64,
     /// Batch bytes per append message, soft: one batch larger than this is
     /// still sent alone (default 4 MiB).
@@ -46,7 +47,8 @@ pub struct Config {
     /// memory: it holds every batch after the last snapshot.
     pub snapshot_log_entries_threshold: u64,
     /// Ask for a snapshot once the log after the last snapshot holds this
-    /// many bytes (default 512 MiB).
+    /// many bytes (default 64 MiB). With the entry threshold this bounds the
+    /// log a node keeps in memory.
     pub snapshot_log_bytes_threshold: u64,
     /// Bytes per snapshot chunk message (default 1 MiB).
     pub snapshot_chunk_bytes: u64,
@@ -115,12 +117,12 @@ impl Default for Config {
             clock_drift_ticks: 2,
             inflight_messages_max: 256,
             inflight_bytes_max: 64 << 20,
-            uncommitted_bytes_max: 256 << 20,
+            uncommitted_bytes_max: 64 << 20,
             append_bytes_max: 4 << 20,
             batch_entries_max: 4096,
             batch_bytes_max: 16 << 20,
             snapshot_log_entries_threshold: 100_000,
-            snapshot_log_bytes_threshold: 512 << 20,
+            snapshot_log_bytes_threshold: 64 << 20,
             snapshot_chunk_bytes: 1 << 20,
             snapshot_bytes_max: 4 << 30,
             snapshot_chunks_inflight_max: 4,

@@ -57,6 +57,7 @@ impl Raft {
             };
             if let Some(leader) = self.leader_state.as_mut() {
                 for progress in leader.progress.values_mut() {
+                    progress.active_previous = progress.recent_active;
                     progress.recent_active = false;
                 }
             }

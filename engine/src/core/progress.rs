@@ -47,6 +47,9 @@ pub(crate) struct Progress {
     inflight_bytes: u64,
     /// Heard from since the last check-quorum round.
     pub(crate) recent_active: bool,
+    /// `recent_active` of the previous check-quorum round: together they
+    /// say "heard from within the last one or two election timeouts".
+    pub(crate) active_previous: bool,
     /// Highest read round the follower acknowledged.
     pub(crate) read_round: u64,
     /// Heartbeat intervals with appends in flight and no acknowledgement.
@@ -74,6 +77,7 @@ impl Progress {
             inflight: VecDeque::new(),
             inflight_bytes: 0,
             recent_active: true,
+            active_previous: true,
             read_round: 0,
             stalled_heartbeats: 0,
             snapshot_retry: false,

@@ -134,6 +134,8 @@ pub struct Raft {
     /// `term`, if any.
     pub(crate) leader_seen: Option<(Term, NodeId)>,
     previous_commit: LogIndex,
+    /// The last leader this node knew (for the `leader_changes` metric).
+    last_known_leader: Option<NodeId>,
 }
 
 /// Why a driver input was refused.
@@ -272,6 +274,7 @@ impl Raft {
             metrics: Metrics::default(),
             leader_seen: None,
             previous_commit: snapshot_id.index,
+            last_known_leader: None,
             config,
         };
         raft.reset_election_timeout();
@@ -602,8 +605,11 @@ impl Raft {
 
     pub(crate) fn set_leader(&mut self, leader: Option<NodeId>) {
         if leader != self.leader {
-            if leader.is_some() {
+            // Count a different leader, not the same one found again after
+            // a pre-vote forgot it.
+            if leader.is_some() && leader != self.last_known_leader {
                 self.metrics.leader_changes += 1;
+                self.last_known_leader = leader;
             }
             self.leader = leader;
             self.reads_leader_changed();

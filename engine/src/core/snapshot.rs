@@ -65,7 +65,7 @@ impl Raft {
             leader
                 .progress
                 .values()
-                .filter(|p| p.recent_active)
+                .filter(|p| p.recent_active || p.active_previous)
                 .map(|p| match &p.state {
                     ProgressState::Snapshot { last, .. } => last.index,
                     _ => p.match_index,
@@ -74,6 +74,10 @@ impl Raft {
         });
         let keep_after = needed.map_or(last.index, |needed| needed.max(floor));
         self.log.compact_keeping(last, keep_after);
+        if self.log.bytes() > self.config.snapshot_log_bytes_threshold {
+            // Holding entries back must not break the memory bound.
+            self.log.compact(last);
+        }
         // Keep the configuration in force at the snapshot as the base.
         self.memberships.retain(|(index, _)| *index > last.index);
         self.memberships.insert(0, (last.index, membership.clone()));
@@ -269,8 +273,12 @@ impl Raft {
     }
 
     pub(crate) fn snapshot_installed(&mut self, last: LogId) -> Result<(), DriverError> {
-        if self.installing != Some(last) {
-            return Err(DriverError::NotInstalling { last });
+        match self.installing {
+            Some(installing) if installing == last => {}
+            // A newer snapshot superseded this one before the driver
+            // finished it: nothing to do until the newer one is reported.
+            Some(installing) if last.index < installing.index => return Ok(()),
+            _ => return Err(DriverError::NotInstalling { last }),
         }
         self.installing = None;
         self.applied = last.index;
