@@ -33,6 +33,7 @@ mod cluster;
 mod drive;
 mod options;
 mod report;
+mod resources;
 mod sweep;
 
 use std::path::{Path, PathBuf};
@@ -46,7 +47,8 @@ use self::baseline::Baseline;
 use self::cluster::LocalCluster;
 use self::drive::Recorder;
 use self::options::{Command, Options, SweepParameter};
-use self::report::{NodeFigures, Resources, RunReport};
+use self::report::{NodeFigures, RunReport};
+use self::resources::Resources;
 
 pub use self::options::USAGE;
 
@@ -245,6 +247,7 @@ async fn drive_cluster(cluster: &LocalCluster, options: &Options) -> Result<RunR
         abandoned,
         per_node,
         cpu_seconds: resources_after.cpu_seconds - resources_before.cpu_seconds,
+        cpu_by_thread: resources_before.cpu_by_thread(&resources_after, seconds),
         peak_rss_bytes: Resources::now().peak_rss_bytes,
         leader_at_end: cluster.agreed_leader().map(|id| id.0),
         baseline: None,

@@ -11,50 +11,6 @@ use serde_json::{json, Value};
 
 use super::baseline::Baseline;
 
-/// Linux fixes the unit of /proc/<pid>/stat CPU times (USER_HZ) at 100 per
-/// second for user space on every architecture it supports for this tool.
-const USER_HZ: f64 = 100.0;
-
-/// CPU time and memory of this process (every node, the proposers and the
-/// load generator itself).
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub struct Resources {
-    /// User plus system CPU seconds since the process started.
-    pub cpu_seconds: f64,
-    /// Peak resident set size (VmHWM), bytes.
-    pub peak_rss_bytes: u64,
-}
-
-impl Resources {
-    /// Reads /proc/self; zeros if it cannot (the report says so by showing 0).
-    pub fn now() -> Resources {
-        let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-        Resources {
-            cpu_seconds: cpu_seconds(&stat).unwrap_or(0.0),
-            peak_rss_bytes: peak_rss_bytes(&status).unwrap_or(0),
-        }
-    }
-}
-
-/// utime + stime from a /proc/<pid>/stat line. The command name (field 2)
-/// may hold spaces and parentheses, so fields are counted after its last
-/// `)`: utime and stime are fields 14 and 15 of the line.
-fn cpu_seconds(stat: &str) -> Option<f64> {
-    let after_name = &stat[stat.rfind(')')? + 1..];
-    let mut fields = after_name.split_whitespace().skip(11);
-    let user: u64 = fields.next()?.parse().ok()?;
-    let system: u64 = fields.next()?.parse().ok()?;
-    Some((user + system) as f64 / USER_HZ)
-}
-
-/// VmHWM from /proc/<pid>/status, in bytes.
-fn peak_rss_bytes(status: &str) -> Option<u64> {
-    let line = status.lines().find(|line| line.starts_with("VmHWM:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
-}
-
 /// One node's counters over the measured window.
 #[derive(Clone, Debug, PartialEq)]
 pub struct NodeFigures {
@@ -155,6 +111,8 @@ pub struct RunReport {
     pub abandoned: u64,
     pub per_node: Vec<NodeFigures>,
     pub cpu_seconds: f64,
+    /// CPU over the window by thread group, % of one core, largest first.
+    pub cpu_by_thread: Vec<(String, f64)>,
     pub peak_rss_bytes: u64,
     pub leader_at_end: Option<u64>,
     pub baseline: Option<Baseline>,
@@ -281,6 +239,11 @@ impl RunReport {
             "fsyncs_per_s": self.fsyncs_per_s(),
             "wire_bytes_per_s": self.wire_bytes_per_s(),
             "cpu_percent": self.cpu_percent(),
+            "cpu_percent_by_thread": self
+                .cpu_by_thread
+                .iter()
+                .map(|(group, percent)| (group.clone(), json!(percent)))
+                .collect::<serde_json::Map<String, Value>>(),
             "cores": std::thread::available_parallelism().map_or(0, usize::from),
             "peak_rss_bytes": self.peak_rss_bytes,
             "leader_changes": self.leader_changes(),
@@ -351,6 +314,12 @@ impl RunReport {
             std::thread::available_parallelism().map_or(0, usize::from),
             self.peak_rss_bytes as f64 / (1 << 20) as f64
         );
+        let threads: Vec<String> = self
+            .cpu_by_thread
+            .iter()
+            .map(|(group, percent)| format!("{group} {percent:.0}"))
+            .collect();
+        println!("  CPU % by thread      {}", threads.join(", "));
         println!(
             "  leader changes {}   elections {}   pre-votes {}   leader at end {}",
             self.leader_changes(),
@@ -432,18 +401,6 @@ impl RunReport {
 mod tests {
     use super::*;
     use barge::core::{LogIndex, NodeId};
-
-    #[test]
-    fn proc_files_parse() {
-        let stat = "1234 (barge (load) gen) S 1 2 3 4 5 6 7 8 9 10 250 150 0 0 20 0 9";
-        assert_eq!(cpu_seconds(stat), Some(4.0));
-        assert_eq!(cpu_seconds("garbage"), None);
-        let status = "Name:\tx\nVmPeak:\t  9000 kB\nVmHWM:\t  2048 kB\nVmRSS:\t 1024 kB\n";
-        assert_eq!(peak_rss_bytes(status), Some(2048 * 1024));
-        assert_eq!(peak_rss_bytes("Name: x\n"), None);
-        let now = Resources::now();
-        assert!(now.peak_rss_bytes > 0, "this process has a resident set");
-    }
 
     fn metrics(id: u64, fsyncs: u64, batches: u64, last: u64, changes: u64) -> Metrics {
         Metrics {
@@ -531,6 +488,7 @@ mod tests {
             abandoned: 0,
             per_node: vec![NodeFigures::between(&before, &after, 2.0)],
             cpu_seconds: 1.0,
+            cpu_by_thread: vec![("barge-raft".to_owned(), 30.0)],
             peak_rss_bytes: 1 << 20,
             leader_at_end: Some(1),
             baseline: Some(Baseline {
@@ -551,6 +509,7 @@ mod tests {
         assert_eq!(json["peak_rss_bytes"], 1 << 20);
         assert_eq!(json["fsyncs_per_s"], 5.0);
         assert_eq!(json["cpu_percent"], 50.0);
+        assert_eq!(json["cpu_percent_by_thread"]["barge-raft"], 30.0);
         assert_eq!(json["errors"]["not_leader"], 3);
         // 300 µs over (100 + 100); 1 MB/s over 3 MB/s / 3 nodes.
         assert_eq!(json["ratios"]["p50_over_fsync_plus_rtt"], 1.5);

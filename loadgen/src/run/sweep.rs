@@ -226,6 +226,7 @@ mod tests {
                 abandoned: 0,
                 per_node: Vec::new(),
                 cpu_seconds: 0.5,
+                cpu_by_thread: Vec::new(),
                 peak_rss_bytes: 1 << 20,
                 leader_at_end: Some(1),
                 baseline: None,
