@@ -439,8 +439,14 @@ impl Raft {
     /// [`ProposeError`]: not the leader, overloaded (uncommitted bytes would
     /// exceed `uncommitted_bytes_max`), too large for one batch, empty, or a
     /// leadership transfer in progress. Nothing is appended on error.
-    pub fn handle_propose(&mut self, payloads: Vec<Bytes>) -> Result<ProposalTicket, ProposeError> {
-        let result = self.propose(&payloads);
+    ///
+    /// Takes any slice owner (`Vec<Bytes>`, `[Bytes; 1]`, `&[Bytes]`): the
+    /// payloads are copied once, into the batch's encoding.
+    pub fn handle_propose(
+        &mut self,
+        payloads: impl AsRef<[Bytes]>,
+    ) -> Result<ProposalTicket, ProposeError> {
+        let result = self.propose(payloads.as_ref());
         self.after_input();
         result
     }
