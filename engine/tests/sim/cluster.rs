@@ -668,15 +668,13 @@ impl Cluster {
                     // Proposals inside the snapshot: fate unknown, never acked.
                     node.proposals
                         .retain(|proposal| proposal.ticket.last > last.index);
-                    let superseded = node.disk.install_queued();
+                    // A report for an install a newer one superseded is
+                    // ignored by the core (finding F1, fixed in d0acbff):
+                    // any error now is a contract violation.
                     let raft = node.raft.as_mut().expect("checked up above");
-                    if let Err(error) = raft.handle_snapshot_installed(last) {
-                        // A newer install, already queued, replaced this one
-                        // in the core (finding F1 in /work/briefs/sim-findings.md).
-                        if !superseded {
-                            return Err(format!("{id} refused installed snapshot {last}: {error}"));
-                        }
-                    }
+                    raft.handle_snapshot_installed(last).map_err(|error| {
+                        format!("{id} refused installed snapshot {last}: {error}")
+                    })?;
                 }
             }
             self.drain(slot)?;

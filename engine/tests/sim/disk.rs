@@ -61,13 +61,6 @@ impl Disk {
         due
     }
 
-    /// Whether a snapshot install is still queued behind the head.
-    pub fn install_queued(&self) -> bool {
-        self.pending
-            .iter()
-            .any(|(op, _)| matches!(op, DiskOp::InstallSnapshot(..)))
-    }
-
     /// The next operation due at or before `now`, moved into the durable
     /// image, and returned so the driver can tell the core.
     pub fn complete_next(&mut self, now: u64) -> Option<Result<DiskOp, LogError>> {
