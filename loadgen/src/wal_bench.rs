@@ -1,5 +1,6 @@
 //! `barge-loadgen wal`: the write-ahead log alone under N concurrent
-//! appenders, beside a raw baseline measured in the same run (O_DIRECT
+//! appenders, beside a raw baseline measured in the same run, before and
+//! after the log (O_DIRECT
 //! write + fdatasync through io_uring, one chain at a time, writes of the
 //! size the log's group commit would produce: payload × appenders rounded up
 //! to 4 KiB, at most the log's `write_bytes_max`).
@@ -8,7 +9,7 @@
 //! there are fewer appenders) each keep their share of the appenders with
 //! one append outstanding (closed loop). Every append is one batch of one
 //! entry; latency is from submission to the thread seeing it durable.
-//! A background thread compacts the log every 250 ms so memory and disk stay
+//! A background thread compacts the log every 100 ms so memory and disk stay
 //! bounded, as an engine taking snapshots would.
 
 use std::collections::VecDeque;
@@ -27,7 +28,8 @@ const USAGE: &str = "usage: barge-loadgen wal [--appenders N] [--payload BYTES] 
 
   --appenders N     concurrent logical appenders, one append outstanding each (default 256)
   --payload BYTES   bytes per append (one batch of one entry; default 16384)
-  --duration SECS   measured time of the log run (default 5); the baseline runs half as long (at least 2 s)
+  --duration SECS   measured time of the log run (default 5); the baseline runs half as long (at least 2 s),
+                    split before and after the log run
   --threads T       OS threads driving the appenders (default min(appenders, 2))
   --dir D           directory on the disk to measure (default: the system temp dir; tmpfs is refused)
   --backend B       uring (default) or blocking
@@ -125,17 +127,46 @@ pub fn run(mut parser: lexopt::Parser) -> Result<()> {
             baseline_duration.as_secs_f64()
         );
     }
-    let baseline = baseline::run(&BaselineConfig {
+    // The disk drifts: measure the baseline before and after the log and
+    // quote their mean (both are in the JSON).
+    let baseline_config = BaselineConfig {
         dir: scratch.path().to_path_buf(),
         write_bytes,
         file_bytes: 256 << 20,
-        duration: baseline_duration,
+        duration: baseline_duration / 2,
         writes_max: 10_000_000,
-    })
-    .context("running the raw baseline")?;
-
+    };
+    let before = baseline::run(&baseline_config).context("running the raw baseline")?;
     let measured = measure(&options, threads, config, scratch.path())?;
-    report(&options, threads, write_bytes, &baseline, &measured)
+    if !options.json {
+        eprintln!("baseline again ...");
+    }
+    let after = baseline::run(&baseline_config).context("running the raw baseline")?;
+    let baseline = mean_baseline(&before, &after);
+    report(
+        &options,
+        threads,
+        write_bytes,
+        &baseline,
+        [&before, &after],
+        &measured,
+    )
+}
+
+/// The mean of two baseline runs (percentiles averaged: an approximation
+/// that keeps both runs' weight equal).
+fn mean_baseline(
+    before: &baseline::BaselineReport,
+    after: &baseline::BaselineReport,
+) -> baseline::BaselineReport {
+    baseline::BaselineReport {
+        writes: before.writes + after.writes,
+        bytes: before.bytes + after.bytes,
+        elapsed: before.elapsed + after.elapsed,
+        mb_per_s: (before.mb_per_s + after.mb_per_s) / 2.0,
+        sync_micros_p50: (before.sync_micros_p50 + after.sync_micros_p50) / 2.0,
+        sync_micros_p99: (before.sync_micros_p99 + after.sync_micros_p99) / 2.0,
+    }
 }
 
 struct Measured {
@@ -145,6 +176,8 @@ struct Measured {
     latency: Histogram<u64>,
     metrics: barge_wal::Metrics,
     backend: &'static str,
+    /// CPU seconds the whole process used during the measured window.
+    cpu_seconds: f64,
 }
 
 fn measure(options: &Options, threads: usize, config: WalConfig, dir: &Path) -> Result<Measured> {
@@ -154,6 +187,7 @@ fn measure(options: &Options, threads: usize, config: WalConfig, dir: &Path) -> 
     let stop = Arc::new(AtomicBool::new(false));
     let completed = Arc::new(AtomicU64::new(0));
     let payload = Bytes::from(vec![0xA5u8; options.payload]);
+    let cpu_started = process_cpu_seconds();
     let started = Instant::now();
     let deadline = started + options.duration;
     let mut workers = Vec::new();
@@ -211,7 +245,7 @@ fn measure(options: &Options, threads: usize, config: WalConfig, dir: &Path) -> 
             .name("compactor".into())
             .spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
-                    std::thread::sleep(Duration::from_millis(250));
+                    std::thread::sleep(Duration::from_millis(100));
                     if let Some(last) = wal.durable().last {
                         let _ = wal.compact(last.index.saturating_sub(1));
                     }
@@ -244,6 +278,7 @@ fn measure(options: &Options, threads: usize, config: WalConfig, dir: &Path) -> 
         latency.add(part)?;
     }
     let elapsed = options.duration;
+    let cpu_seconds = process_cpu_seconds() - cpu_started;
     stop.store(true, Ordering::Relaxed);
     compactor
         .join()
@@ -260,7 +295,29 @@ fn measure(options: &Options, threads: usize, config: WalConfig, dir: &Path) -> 
         latency,
         metrics,
         backend,
+        cpu_seconds,
     })
+}
+
+/// User plus system CPU time of this process, from /proc/self/stat (0 if
+/// unreadable). On a shared machine this is steadier than wall time.
+fn process_cpu_seconds() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0.0;
+    };
+    // Fields after the parenthesised command name; utime and stime are the
+    // 14th and 15th fields overall.
+    let Some(rest) = stat.rsplit_once(')').map(|(_, rest)| rest) else {
+        return 0.0;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |at: usize| {
+        fields
+            .get(at)
+            .and_then(|field| field.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) + ticks(12)) / 100.0
 }
 
 fn report(
@@ -268,6 +325,7 @@ fn report(
     threads: usize,
     write_bytes: usize,
     baseline: &baseline::BaselineReport,
+    runs: [&baseline::BaselineReport; 2],
     measured: &Measured,
 ) -> Result<()> {
     let seconds = measured.elapsed.as_secs_f64();
@@ -289,6 +347,9 @@ fn report(
             "disk_mb_per_s": measured.metrics.bytes_written as f64 / seconds / 1e6,
             "latency_us": { "p50": p50, "p99": p99, "p999": p999, "max": measured.latency.max() },
             "fsyncs_per_s": fsyncs_per_s,
+            "cpu_us_per_entry": measured.cpu_seconds * 1e6 / measured.entries.max(1) as f64,
+            "cpu_cores_used": measured.cpu_seconds / seconds,
+            "load_average_1m": load_average(),
             "batches_per_fsync": measured.metrics.batches_per_group_mean,
             "fsync_mean_us": measured.metrics.sync_micros_mean,
             "segment_rolls": measured.metrics.segment_rolls,
@@ -300,6 +361,8 @@ fn report(
                 "fsync_p50_us": baseline.sync_micros_p50,
                 "fsync_p99_us": baseline.sync_micros_p99,
                 "writes_per_s": baseline.writes as f64 / baseline.elapsed.as_secs_f64(),
+                "before": { "mb_per_s": runs[0].mb_per_s, "fsync_p50_us": runs[0].sync_micros_p50 },
+                "after": { "mb_per_s": runs[1].mb_per_s, "fsync_p50_us": runs[1].sync_micros_p50 },
             },
             "mb_per_s_over_baseline": mb_per_s / baseline.mb_per_s,
             "p50_over_baseline_fsync_p50": p50 / baseline.sync_micros_p50,
@@ -312,6 +375,10 @@ fn report(
         options.appenders, options.payload, seconds, measured.backend
     );
     println!("  entries/s        {entries_per_s:>14.0}");
+    println!(
+        "  baseline runs    before {:.1} MB/s p50 {:.0} µs, after {:.1} MB/s p50 {:.0} µs (mean quoted)",
+        runs[0].mb_per_s, runs[0].sync_micros_p50, runs[1].mb_per_s, runs[1].sync_micros_p50
+    );
     println!(
         "  MB/s (payload)   {mb_per_s:>14.1}   baseline {:.1} MB/s ({write_bytes} B writes)  ratio {:.2}",
         baseline.mb_per_s,
@@ -328,12 +395,27 @@ fn report(
         measured.metrics.batches_per_group_mean, measured.metrics.sync_micros_mean
     );
     println!(
+        "  cpu              {:.2} µs per entry, {:.2} cores busy (load average {:.1})",
+        measured.cpu_seconds * 1e6 / measured.entries.max(1) as f64,
+        measured.cpu_seconds / seconds,
+        load_average()
+    );
+    println!(
         "  segments         {} rolls, {:.0} ms rolling, {} spares zero-filled (rest recycled)",
         measured.metrics.segment_rolls,
         measured.metrics.segment_roll_micros_total / 1e3,
         measured.metrics.spares_zero_filled
     );
     Ok(())
+}
+
+/// The machine's 1-minute load average (shared machines: context for the
+/// figures), or 0 if unreadable.
+fn load_average() -> f64 {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|text| text.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0.0)
 }
 
 /// The file-system type of the mount holding `path`, from /proc/mounts.

@@ -95,18 +95,32 @@ impl Index {
         }
     }
 
-    /// Records that the batch `(first, sequence)` is durable at `location`,
-    /// then evicts cached payloads beyond `cache_bytes_max`.
-    pub(crate) fn place(&mut self, first: u64, sequence: u64, location: Location) {
-        let Some(position) = self.find(first) else {
-            return;
-        };
-        let entry = &mut self.entries[position];
-        if entry.sequence != sequence || entry.location.is_some() {
-            return;
+    /// Records that each batch `(first, sequence)` is durable at its
+    /// location. Placements come in log order, so after one binary search
+    /// the next entry is usually the next placement's.
+    pub(crate) fn place_all(&mut self, placements: &[(u64, u64, Location)]) {
+        let mut cursor: Option<usize> = None;
+        for &(first, sequence, location) in placements {
+            let position = match cursor.map(|position| position + 1) {
+                Some(next)
+                    if self
+                        .entries
+                        .get(next)
+                        .is_some_and(|entry| entry.first == first) =>
+                {
+                    Some(next)
+                }
+                _ => self.find(first),
+            };
+            let Some(position) = position else { continue };
+            cursor = Some(position);
+            let entry = &mut self.entries[position];
+            if entry.sequence != sequence || entry.location.is_some() {
+                continue;
+            }
+            entry.location = Some(location);
+            self.cached_bytes += entry.cached.as_ref().map_or(0, Bytes::len);
         }
-        entry.location = Some(location);
-        self.cached_bytes += entry.cached.as_ref().map_or(0, Bytes::len);
     }
 
     /// Drops the oldest durable cached payloads until at most

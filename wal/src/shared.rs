@@ -99,6 +99,10 @@ pub(crate) struct State {
     /// Spares being prepared or kept (counts toward `spare_segments_max`).
     pub spare_counter: u64,
     pub durable_waiters: usize,
+    /// Spares the preparation thread is zero-filling right now.
+    pub spares_preparing: usize,
+    /// Appenders blocked on `space`.
+    pub space_waiters: usize,
     /// Sequence number of the latest truncation submitted.
     pub truncated_sequence: u64,
 }

@@ -128,6 +128,8 @@ impl Wal {
             spares: recovered.spares,
             spare_counter,
             durable_waiters: 0,
+            space_waiters: 0,
+            spares_preparing: 0,
             truncated_sequence: 0,
         };
         let shared = Arc::new(Shared {
@@ -197,7 +199,9 @@ impl Wal {
             if queued == 0 || queued + bytes <= self.shared.limits.queued_bytes_max {
                 return Ok(state);
             }
+            state.space_waiters += 1;
             self.shared.space.wait(&mut state);
+            state.space_waiters -= 1;
         }
     }
 
@@ -568,7 +572,8 @@ impl Wal {
         for (_, name) in &retired {
             let recycle = {
                 let mut state = self.shared.state.lock();
-                if state.spares.len() < self.shared.limits.spare_segments_max {
+                let kept = state.spares.len() + state.spares_preparing;
+                if kept < self.shared.limits.spare_segments_max {
                     state.spare_counter += 1;
                     Some(spare_name(state.spare_counter))
                 } else {
@@ -666,17 +671,21 @@ fn prepare_loop(shared: &Shared, requests: &Receiver<()>) {
     while requests.recv().is_ok() {
         let number = {
             let mut state = shared.state.lock();
-            if !state.spares.is_empty() || state.shutdown {
+            if !state.spares.is_empty() || state.spares_preparing > 0 || state.shutdown {
                 continue;
             }
             state.spare_counter += 1;
+            state.spares_preparing += 1;
             state.spare_counter
         };
-        match prepare_spare(&*shared.disk, shared.limits.segment_bytes, number) {
+        let prepared = prepare_spare(&*shared.disk, shared.limits.segment_bytes, number);
+        let mut state = shared.state.lock();
+        state.spares_preparing -= 1;
+        match prepared {
             Ok(name) => {
                 let counter = &shared.counters.spares_zero_filled;
                 counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                shared.state.lock().spares.push(name);
+                state.spares.push(name);
             }
             Err(error) => tracing::warn!(%error, "could not prepare a spare segment"),
         }

@@ -382,14 +382,14 @@ impl Writer {
         }
         {
             let mut state = self.shared.state.lock();
-            for (first, sequence, location) in placements {
-                state.index.place(first, sequence, location);
-            }
+            state.index.place_all(&placements);
             let cache_bytes_max = self.shared.limits.tail_cache_bytes_max;
             state.index.evict(cache_bytes_max);
             if released > 0 {
                 state.queued_bytes -= released;
-                self.shared.space.notify_all();
+                if state.space_waiters > 0 {
+                    self.shared.space.notify_all();
+                }
             }
             if let Some(durable) = durable {
                 state.durable = durable;
