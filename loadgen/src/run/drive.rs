@@ -223,20 +223,26 @@ pub async fn open_loop(
     started: Instant,
 ) -> Result<u64> {
     let give_up_at = recorder.window_end + DRAIN_TIMEOUT;
-    let interval_nanos = 1e9 / rate_per_s as f64;
     let slots = Arc::new(Semaphore::new(inflight_max));
     let mut tasks = tokio::task::JoinSet::new();
     let mut sequence: u64 = 0;
     loop {
-        // From the start each time, so rounding never accumulates.
-        let intended = started + Duration::from_nanos((sequence as f64 * interval_nanos) as u64);
+        let intended = started + send_offset(sequence, rate_per_s);
         if intended >= recorder.window_end || recorder.stopped() {
             break;
         }
         if intended > Instant::now() {
             tokio::time::sleep_until(intended.into()).await;
         }
-        let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
+        // A cluster slower than the schedule leaves the sender behind it;
+        // it catches up until `give_up_at`, then the proposals never sent
+        // are counted as abandoned rather than stretching the run.
+        let acquired =
+            tokio::time::timeout_at(give_up_at.into(), Arc::clone(&slots).acquire_owned()).await;
+        let Ok(acquired) = acquired else {
+            break;
+        };
+        let Ok(slot) = acquired else {
             bail!("the in-flight semaphore closed");
         };
         let (router, recorder, payload) =
@@ -252,7 +258,27 @@ pub async fn open_loop(
         while tasks.try_join_next().is_some() {}
         sequence += 1;
     }
-    drain(tasks, give_up_at).await
+    let scheduled = scheduled_before(recorder.window_end - started, rate_per_s);
+    let unsent = if recorder.stopped() {
+        0
+    } else {
+        scheduled.saturating_sub(sequence)
+    };
+    Ok(drain(tasks, give_up_at).await? + unsent)
+}
+
+/// When proposal `sequence` is due, counted from the start in whole
+/// nanoseconds (integer arithmetic, so no rounding accumulates).
+fn send_offset(sequence: u64, rate_per_s: u64) -> Duration {
+    let nanos = u128::from(sequence) * 1_000_000_000 / u128::from(rate_per_s.max(1));
+    Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
+}
+
+/// How many proposals the schedule sends within `span`: sequence numbers
+/// `k` with `k * 1e9 / rate < span` in nanoseconds.
+fn scheduled_before(span: Duration, rate_per_s: u64) -> u64 {
+    let count = (span.as_nanos() * u128::from(rate_per_s)).div_ceil(1_000_000_000);
+    u64::try_from(count).unwrap_or(u64::MAX)
 }
 
 /// Waits for the proposers until `give_up_at`, then abandons the rest;
@@ -339,6 +365,22 @@ mod tests {
         assert_eq!(latency.len(), 2);
         assert!((1495..=1505).contains(&latency.min()), "{}", latency.min());
         assert!(latency.max() >= 19_990, "{}", latency.max());
+    }
+
+    #[test]
+    fn the_schedule_counts_sends_before_the_end() {
+        // 1000 per second for 2 s: k = 0..=1999.
+        assert_eq!(scheduled_before(Duration::from_secs(2), 1000), 2000);
+        assert_eq!(scheduled_before(Duration::ZERO, 1000), 0);
+        // 3 per second for 1 s: k = 0, 1, 2 at 0, 333, 666 ms.
+        assert_eq!(scheduled_before(Duration::from_secs(1), 3), 3);
+        assert_eq!(send_offset(2, 3), Duration::from_nanos(666_666_666));
+        assert!(send_offset(3, 3) >= Duration::from_secs(1));
+        // The last one scheduled is before the end, the next is not.
+        let span = Duration::from_millis(1500);
+        let count = scheduled_before(span, 7);
+        assert!(send_offset(count - 1, 7) < span);
+        assert!(send_offset(count, 7) >= span);
     }
 
     #[test]

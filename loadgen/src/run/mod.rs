@@ -26,7 +26,8 @@
 //!
 //! Every loop is bounded by the duration: no proposal starts after the
 //! window, and answers still missing `drive::DRAIN_TIMEOUT` later are
-//! abandoned and reported.
+//! abandoned and reported (in the open loop, so are proposals the schedule
+//! had due in the window but that could not be sent by then).
 
 mod baseline;
 mod cluster;

@@ -342,7 +342,10 @@ impl RunReport {
                 errors.join(", ")
             },
             if self.abandoned > 0 {
-                format!("; {} proposals unanswered at the end", self.abandoned)
+                format!(
+                    "; {} proposals unanswered or never sent at the end",
+                    self.abandoned
+                )
             } else {
                 String::new()
             }
