@@ -23,9 +23,27 @@
 //!   index.
 //!
 //! The on-disk format and what recovery does after each kind of crash are in
-//! [`format`]. Faults for tests and simulation come from [`FaultDisk`].
-//! Threads: `barge-wal` (writes) and `barge-wal-prep` (zero-fills the next
-//! segment off the hot path).
+//! [`mod@format`]. Faults for tests and simulation come from [`FaultDisk`].
+//!
+//! # Threads, ordering and bounds
+//!
+//! - `barge-wal` owns the write engine: io_uring (O_DIRECT, linked
+//!   write→fdatasync, up to `inflight_writes_max` groups in flight, so one
+//!   sync runs while the next write is submitted) or, if the ring or
+//!   O_DIRECT is unavailable, a blocking `pwrite`+`fdatasync` engine (a
+//!   warning is logged; [`Wal::backend_name`] says which is in use).
+//!   `barge-wal-prep` zero-fills one spare segment ahead, unless compaction
+//!   already recycled one.
+//! - Submissions are ordered by the internal lock; groups complete in
+//!   submission order, so [`Durable::sequence`] only grows.
+//! - Bounds ([`WalConfig`]): `queued_bytes_max` (appends block beyond it),
+//!   `write_bytes_max` (one coalesced write, and the largest batch),
+//!   `tail_cache_bytes_max`, `completion_queue_max` (oldest cumulative
+//!   completion dropped when full), `spare_segments_max`. The in-memory
+//!   index holds one small entry (about 100 bytes) per stored batch, so it is
+//!   bounded by what compaction leaves on disk.
+//! - A directory must be opened by one [`Wal`] at a time (nothing checks
+//!   this yet).
 //!
 //! # Example
 //!
