@@ -67,8 +67,13 @@ impl RaftLog {
         if index <= self.prev.index || index > self.last().index {
             return None;
         }
-        let position = self.batches.partition_point(|b| b.last() < index);
-        Some(position)
+        // Replication works at the tail: check the last batch before
+        // searching.
+        let back = self.batches.len() - 1;
+        if self.batches[back].first() <= index {
+            return Some(back);
+        }
+        Some(self.batches.partition_point(|b| b.last() < index))
     }
 
     /// The term of entry `index`, if this log still knows it.
