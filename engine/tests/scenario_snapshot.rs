@@ -181,3 +181,51 @@ fn restart_with_snapshot_inside_a_batch() {
         Some("e")
     );
 }
+
+/// §7: installing a snapshot whose last entry the log holds keeps the log
+/// after it, and with it the configurations it holds (a configuration is
+/// in force once appended, thesis §4.1).
+#[test]
+fn installed_snapshot_keeps_later_configurations() {
+    use barge::core::{LogId, Message, SnapshotChunk, SnapshotMeta};
+    use bytes::Bytes;
+    let mut cluster = Cluster::new(&[1, 2, 3], Config::default());
+    cluster.campaign(1);
+    cluster.tick_all(2);
+    for id in [2, 3] {
+        cluster.node_mut(id).manual_disk = true;
+    }
+    let ticket = cluster.propose(1, "a");
+    cluster
+        .raft_mut(1)
+        .handle_add_learner(NodeId(4))
+        .expect("leader");
+    cluster.settle();
+    assert!(cluster.raft(2).membership().learners.contains(&NodeId(4)));
+    assert!(cluster.raft(2).commit_index() < ticket.last);
+    let term = cluster.raft(1).term();
+    let chunk = SnapshotChunk {
+        meta: SnapshotMeta {
+            last: LogId::new(term, ticket.last),
+            membership: cluster.raft(1).committed_membership().clone(),
+        },
+        total_bytes: 0,
+        offset: 0,
+        data: Bytes::new(),
+    };
+    let message = Message {
+        from: NodeId(1),
+        to: NodeId(2),
+        term,
+        body: MessageBody::InstallSnapshot(chunk),
+    };
+    cluster
+        .raft_mut(2)
+        .handle_message(message)
+        .expect("valid chunk");
+    assert_eq!(cluster.raft(2).metrics().snapshots_installed, 1);
+    assert!(
+        cluster.raft(2).membership().learners.contains(&NodeId(4)),
+        "the configuration after the snapshot is still in force"
+    );
+}

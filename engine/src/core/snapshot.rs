@@ -262,8 +262,22 @@ impl Raft {
     /// restores it and reports with `handle_snapshot_installed`.
     fn install(&mut self, snapshot: Snapshot) {
         let last = snapshot.meta.last;
+        // The log keeps its suffix after the snapshot when it holds the
+        // snapshot's last entry (§7); the configurations in that suffix
+        // stay in force with it (sim finding F3: dropping them let a node
+        // win an election under a configuration its log had left).
+        let kept: Vec<_> = if self.log.matches(last) {
+            self.memberships
+                .iter()
+                .filter(|(index, _)| *index > last.index)
+                .cloned()
+                .collect()
+        } else {
+            Vec::new()
+        };
         self.log.restore(last);
         self.memberships = vec![(last.index, snapshot.meta.membership.clone())];
+        self.memberships.extend(kept);
         self.commit = self.commit.max(last.index);
         self.applying = last.index;
         self.installing = Some(last);
