@@ -206,7 +206,11 @@ fn parse_map(text: &str) -> Result<BTreeMap<NodeId, SocketAddr>> {
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    run(std::env::args().skip(1).collect()).await
+}
+
+/// The whole program, from its arguments (the smoke test runs it this way).
+pub async fn run(args: Vec<String>) -> Result<()> {
     if args.is_empty() || args.iter().any(|arg| arg == "--help" || arg == "-h") {
         println!("{USAGE}");
         return Ok(());
@@ -246,6 +250,8 @@ async fn main() -> Result<()> {
     let cluster = u64::from_str_radix(cluster.trim(), 16).context("certs/cluster: not hex")?;
     let identity = NodeIdentity::load(&certs, ClusterId(cluster), PeerId(id.0))?;
 
+    // Registered first: a SIGTERM while starting still ends in a clean stop.
+    let mut terminate = signal(SignalKind::terminate())?;
     let map = Map::default();
     let config = NodeConfig::new(id, cluster, listen, peers, data_dir, identity);
     let node = Node::start(config, Kv(Arc::clone(&map))).await?;
@@ -253,7 +259,7 @@ async fn main() -> Result<()> {
     let listener = tokio::net::TcpListener::bind(client)
         .await
         .context("--client")?;
-    let (mut connections, mut terminate) = (JoinSet::new(), signal(SignalKind::terminate())?);
+    let mut connections = JoinSet::new();
     println!("kv node {id} serving clients on {client}");
     loop {
         tokio::select! {
