@@ -35,6 +35,7 @@ const USAGE: &str = "usage: barge-loadgen wal [--appenders N] [--payload BYTES] 
   --backend B       uring (default) or blocking
   --inflight N      group writes in flight (log's inflight_writes_max; default 2)
   --segment-mib N   segment size in MiB (default 64)
+  --idle-spin-micros N  log thread's poll after a completion before sleeping (default 0)
   --json            one JSON object on stdout instead of the table";
 
 #[derive(Debug)]
@@ -47,6 +48,7 @@ struct Options {
     backend: Backend,
     inflight: usize,
     segment_mib: u64,
+    idle_spin_micros: u64,
     json: bool,
 }
 
@@ -60,6 +62,7 @@ pub fn run(mut parser: lexopt::Parser) -> Result<()> {
         backend: Backend::Uring,
         inflight: 2,
         segment_mib: 64,
+        idle_spin_micros: 0,
         json: false,
     };
     while let Some(arg) = parser.next()? {
@@ -84,6 +87,7 @@ pub fn run(mut parser: lexopt::Parser) -> Result<()> {
             }
             Long("inflight") => options.inflight = parser.value()?.parse()?,
             Long("segment-mib") => options.segment_mib = parser.value()?.parse()?,
+            Long("idle-spin-micros") => options.idle_spin_micros = parser.value()?.parse()?,
             Long("json") => options.json = true,
             Long("help") | Short('h') => {
                 println!("{USAGE}");

@@ -69,6 +69,9 @@ pub(crate) struct Limits {
     pub spare_segments_max: usize,
     /// Largest batch payload that fits one write and one segment.
     pub payload_bytes_max: usize,
+    /// How long the idle log thread polls for a new submission right after
+    /// completing a group, before it sleeps.
+    pub idle_spin: std::time::Duration,
 }
 
 /// Everything behind the one lock.
@@ -124,6 +127,8 @@ pub(crate) struct Shared {
     pub notifier: Option<Notifier>,
     pub disk: Arc<dyn Disk>,
     pub limits: Limits,
+    /// Submissions so far; read without the lock by the idle spin.
+    pub submitted: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Shared {

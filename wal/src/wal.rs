@@ -150,7 +150,9 @@ impl Wal {
                 tail_cache_bytes_max: config.tail_cache_bytes_max,
                 spare_segments_max: config.spare_segments_max,
                 payload_bytes_max,
+                idle_spin: std::time::Duration::from_micros(config.idle_spin_micros.min(10_000)),
             },
+            submitted: std::sync::atomic::AtomicU64::new(0),
         });
         let (prepare, prepare_requests) = crossbeam_channel::bounded::<()>(4);
         let start = WriterStart {
@@ -209,6 +211,9 @@ impl Wal {
         state.next_sequence += 1;
         let sequence = state.next_sequence;
         state.queued_bytes += queued_bytes;
+        self.shared
+            .submitted
+            .store(sequence, std::sync::atomic::Ordering::Release);
         state.queue.push_back(Op {
             sequence,
             body,

@@ -7,6 +7,7 @@
 //! submission order, so "durable up to" only moves forward.
 
 use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -51,6 +52,8 @@ pub(crate) struct Writer {
     shared: Arc<Shared>,
     engine: Box<dyn WriteEngine>,
     active: Option<Active>,
+    /// When the last group completed (drives the idle spin).
+    last_completion: Instant,
     /// The segment to continue in once the active one is drained.
     next_segment: Option<Active>,
     /// End of the last in-order durable group in the active segment.
@@ -90,6 +93,7 @@ impl Writer {
             engine,
             active: start.active,
             next_segment: None,
+            last_completion: Instant::now(),
             synced_upto,
             unsealed_groups: false,
             free_buffers: Vec::new(),
@@ -164,6 +168,23 @@ impl Writer {
                     self.complete(&mut finished)?;
                 }
             } else {
+                let spin = self.shared.limits.idle_spin;
+                if !spin.is_zero() && self.last_completion.elapsed() < spin {
+                    // Just completed a group: an appender woken by it
+                    // usually submits again within microseconds. Polling
+                    // briefly saves it a wake-up of this thread (bounded by
+                    // `idle_spin_micros`).
+                    drop(state);
+                    let seen = self.shared.submitted.load(Ordering::Acquire);
+                    let started = Instant::now();
+                    while self.shared.submitted.load(Ordering::Acquire) == seen
+                        && started.elapsed() < spin
+                    {
+                        std::hint::spin_loop();
+                    }
+                    self.last_completion = Instant::now() - spin;
+                    continue;
+                }
                 state.writer_sleep = Sleep::Condvar;
                 self.shared.writer_wake.wait(&mut state);
                 state.writer_sleep = Sleep::Awake;
@@ -400,6 +421,7 @@ impl Writer {
         }
         if let Some(durable) = durable {
             self.shared.complete(Completion::Durable(durable));
+            self.last_completion = Instant::now();
         }
         Ok(())
     }

@@ -15,6 +15,8 @@ fn config(backend: Backend) -> WalConfig {
         write_bytes_max: 256 << 10,
         queued_bytes_max: 512 << 10,
         tail_cache_bytes_max: 64 << 10,
+        // Exercise the idle poll (off by default).
+        idle_spin_micros: 50,
         backend,
         ..WalConfig::default()
     }
