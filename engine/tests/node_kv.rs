@@ -137,11 +137,8 @@ fn command(processes: &Processes, start: u64, line: &str) -> (u64, String) {
                 target = processes.id_of(address);
                 continue;
             }
-            Ok(reply) => {
-                if !reply.starts_with("ERR") {
-                    return (target, reply);
-                }
-            }
+            Ok(reply) if !reply.starts_with("ERR") => return (target, reply),
+            // No leader yet, an unknown outcome, or the node is down.
             _ => {}
         }
         // Try the next live node after a pause.
