@@ -61,9 +61,25 @@ impl ProposalWaiter {
     }
 }
 
+/// The entries of one request: a single proposal needs no vector, so
+/// queueing it allocates nothing.
+enum Payloads {
+    One(Bytes),
+    Many(Vec<Bytes>),
+}
+
+impl Payloads {
+    fn as_slice(&self) -> &[Bytes] {
+        match self {
+            Payloads::One(payload) => std::slice::from_ref(payload),
+            Payloads::Many(payloads) => payloads,
+        }
+    }
+}
+
 /// A proposal received but not yet handed to the core.
 struct QueuedProposal {
-    payloads: Vec<Bytes>,
+    payloads: Payloads,
     started: Instant,
     responder: ProposalResponder,
 }
@@ -183,7 +199,7 @@ impl Driver {
                 Some(delivery) = self.incoming.recv() => self.on_delivery(delivery),
                 _ = ticker.tick() => self.on_tick(),
                 request = self.requests.recv(), if accepting => match request {
-                    Some(request) => self.on_request(request),
+                    Some(request) => self.on_request(request, Instant::now()),
                     None => break,
                 },
             }
@@ -206,9 +222,12 @@ impl Driver {
             }
         }
         if !self.overloaded {
+            // One clock read per burst, not per request: requests drained
+            // together arrived within this iteration.
+            let now = Instant::now();
             for _ in 0..DRAIN_PER_SOURCE_MAX {
                 match self.requests.try_recv() {
-                    Ok(request) => self.on_request(request),
+                    Ok(request) => self.on_request(request, now),
                     Err(_) => break,
                 }
             }
@@ -268,11 +287,10 @@ impl Driver {
         }
     }
 
-    fn on_request(&mut self, request: Request) {
-        let now = Instant::now();
+    fn on_request(&mut self, request: Request, now: Instant) {
         match request {
             Request::Propose { payload, responder } => self.queued.push_back(QueuedProposal {
-                payloads: vec![payload],
+                payloads: Payloads::One(payload),
                 started: now,
                 responder: ProposalResponder::One(responder),
             }),
@@ -282,7 +300,7 @@ impl Driver {
             } => {
                 let count = payloads.len();
                 self.queued.push_back(QueuedProposal {
-                    payloads,
+                    payloads: Payloads::Many(payloads),
                     started: now,
                     responder: ProposalResponder::Many(responder, Vec::with_capacity(count)),
                 });
@@ -373,9 +391,13 @@ impl Driver {
             let mut entries = 0usize;
             let mut bytes = 4usize;
             for proposal in &self.queued {
-                let proposal_entries = proposal.payloads.len();
-                let proposal_bytes: usize =
-                    proposal.payloads.iter().map(|p| p.len() + 5).sum::<usize>();
+                let proposal_entries = proposal.payloads.as_slice().len();
+                let proposal_bytes: usize = proposal
+                    .payloads
+                    .as_slice()
+                    .iter()
+                    .map(|p| p.len() + 5)
+                    .sum::<usize>();
                 if take > 0
                     && (entries + proposal_entries > config.0 || bytes + proposal_bytes > config.1)
                 {
@@ -387,13 +409,13 @@ impl Driver {
             }
             let mut payloads = Vec::with_capacity(entries);
             for proposal in self.queued.iter().take(take) {
-                payloads.extend(proposal.payloads.iter().cloned());
+                payloads.extend(proposal.payloads.as_slice().iter().cloned());
             }
             match self.core.handle_propose(payloads) {
                 Ok(ticket) => {
                     let mut next = ticket.first;
                     for proposal in self.queued.drain(..take) {
-                        let count = proposal.payloads.len() as u64;
+                        let count = proposal.payloads.as_slice().len() as u64;
                         let last = next.plus(count.saturating_sub(1));
                         self.waiters.push_back(ProposalWaiter {
                             term: ticket.term,
