@@ -12,6 +12,15 @@
 //! - `barge-net` runs the QUIC endpoint (one Tokio worker): connections,
 //!   streams, TLS. Frames reach the Raft thread through bounded queues.
 //!
+//! Known limit: the Raft thread itself writes and fsyncs the snapshot file
+//! (`StateMachine::snapshot`, then `storage::write_snapshot`) and waits for
+//! the log's compaction below it (`Wal::compact` syncs). While it does, it
+//! handles no ticks, messages or requests; with large snapshots this can
+//! outlast an election timeout (the load generator saw a leader change at a
+//! 512 MiB snapshot threshold; none at the 64 MiB default). Moving both to
+//! a helper thread, with compaction ordered after the snapshot's fsync, is
+//! the planned fix.
+//!
 //! Callers talk to `barge-raft` through one bounded request queue
 //! ([`NodeConfig::request_queue_max`]): when it is full, `propose` waits;
 //! when the core's uncommitted bytes are at their bound, the Raft thread
