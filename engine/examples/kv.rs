@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use barge::core::{Entry, NodeId};
-use barge::node::{Node, NodeConfig, NodeError, StateMachine};
+use barge::node::{Node, NodeConfig, NodeError, StartMode, StateMachine};
 use barge_net::{ClusterId, NodeIdentity, PeerId};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use parking_lot::Mutex;
@@ -32,12 +32,15 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::task::JoinSet;
 
 const USAGE: &str = "usage: kv --id N --peers ID=HOST:PORT,.. --data-dir DIR --certs DIR \
-          [--client HOST:PORT] [--clients ID=HOST:PORT,..]
+          [--client HOST:PORT] [--clients ID=HOST:PORT,..] [--start MODE]
   --peers     Raft (QUIC/UDP) address of every node, this one included
   --clients   client (TCP) address of every node, for REDIRECT answers
   --client    where this node serves clients (default: its --clients entry)
   --certs     directory from `barge-loadgen certs` (ca.pem, node-N.pem, cluster)
   --data-dir  log and snapshots; a restart on the same directory rejoins
+  --start     new (default: first start, or reuse the directory) | existing
+              (restarts: refuses an empty directory, a node that lost its disk
+              must not vote) | join (a node added later; add it from the leader)
 Client protocol, one line each way: PUT k v | GET k | CAS k old new | DEL k";
 const KEY_BYTES_MAX: usize = 256;
 const VALUE_BYTES_MAX: usize = 4096;
@@ -231,6 +234,12 @@ pub async fn run(args: Vec<String>) -> Result<()> {
     let clients = flag("--clients")
         .map_or(Ok(BTreeMap::new()), parse_map)
         .context("--clients")?;
+    let start = match flag("--start").unwrap_or("new") {
+        "new" => StartMode::New,
+        "existing" => StartMode::Existing,
+        "join" => StartMode::Join,
+        other => anyhow::bail!("--start {other}: expected new, existing or join"),
+    };
     let client: SocketAddr = match flag("--client") {
         Ok(text) => text.parse().context("--client")?,
         Err(_) => *clients
@@ -253,7 +262,8 @@ pub async fn run(args: Vec<String>) -> Result<()> {
     // Registered first: a SIGTERM while starting still ends in a clean stop.
     let mut terminate = signal(SignalKind::terminate())?;
     let map = Map::default();
-    let config = NodeConfig::new(id, cluster, listen, peers, data_dir, identity);
+    let mut config = NodeConfig::new(id, cluster, listen, peers, data_dir, identity);
+    config.start = start;
     let node = Node::start(config, Kv(Arc::clone(&map))).await?;
     let server = Arc::new(Server { node, map, clients });
     let listener = tokio::net::TcpListener::bind(client)

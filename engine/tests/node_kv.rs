@@ -274,6 +274,8 @@ fn kv_three_processes() {
 
     // Restarted on its data directory, the old leader catches up (and its
     // own answer is awaited, not another node's).
+    let args = processes.args.get_mut(&leader).expect("arguments");
+    args.extend(["--start".to_owned(), "existing".to_owned()]);
     processes.spawn(leader);
     let deadline = Instant::now() + WAIT;
     loop {
@@ -291,4 +293,31 @@ fn kv_three_processes() {
         std::thread::sleep(Duration::from_millis(50));
     }
     processes.terminate();
+
+    // A restart that finds an empty data directory is refused, saying why.
+    let mut args = processes.args[&3].clone();
+    let position = args
+        .iter()
+        .position(|arg| arg == "--data-dir")
+        .expect("flag");
+    args[position + 1] = dir.path().join("wiped").to_string_lossy().into_owned();
+    args.extend(["--start".to_owned(), "existing".to_owned()]);
+    let mut child = Command::new(std::env::current_exe().expect("test binary"))
+        .args(["kv_process", "--exact", "--ignored", "--nocapture"])
+        .env(ARGS_VARIABLE, args.join("\n"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn kv process");
+    let deadline = Instant::now() + WAIT;
+    while child.try_wait().expect("wait").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("a refused start did not exit");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let output = child.wait_with_output().expect("output");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("holds no node state"), "{stderr}");
 }
