@@ -158,8 +158,10 @@ impl Cluster {
         let result = self.run_phases(steps);
         self.outcome.failure = result.err().map(|failure| {
             format!(
-                "{failure} (at simulated time {}, step {})",
-                self.agenda.now, self.outcome.steps
+                "{failure} (at simulated time {}, step {}); nodes:{}",
+                self.agenda.now,
+                self.outcome.steps,
+                self.states()
             )
         });
         self.outcome.elections = self.checkers.election_safety.elections_won;
@@ -225,13 +227,22 @@ impl Cluster {
                 self.handle(event)?;
             }
         }
+        Err(format!(
+            "liveness violated: no progress within {LIVENESS_TICKS_MAX} ticks after faults stopped: \
+             {last_reason}"
+        ))
+    }
+
+    /// Every node's role, term, log pointers and configuration: printed
+    /// with any failure, the first thing one needs to read a replay.
+    fn states(&self) -> String {
         let mut states = String::new();
         for node in &self.nodes {
             if let Some(raft) = &node.raft {
                 let metrics = raft.metrics();
                 states.push_str(&format!(
                     "\n    {}: {:?} {} leader {:?} commit {} applied {} last {} durable {} \
-                     members {:?} uncommitted {} B, refused {} proposals",
+                     members {:?} committed members {:?} uncommitted {} B, refused {} proposals",
                     node.id,
                     raft.role(),
                     raft.term(),
@@ -241,15 +252,13 @@ impl Cluster {
                     raft.last_log_id(),
                     raft.durable_log_id(),
                     raft.membership(),
+                    raft.committed_membership(),
                     metrics.uncommitted_bytes,
                     metrics.proposals_overloaded,
                 ));
             }
         }
-        Err(format!(
-            "liveness violated: no progress within {LIVENESS_TICKS_MAX} ticks after faults stopped: \
-             {last_reason}; nodes:{states}"
-        ))
+        states
     }
 
     fn summaries(&self) -> Vec<liveness::NodeSummary> {
