@@ -14,16 +14,24 @@ use super::Shared;
 const REQUEST_BYTES_MAX: usize = 8 * 1024;
 /// A client that sends nothing for this long is dropped.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// Connections answered at once; more are closed unanswered, so a flood of
+/// idle connections costs at most this many buffers.
+const CONNECTIONS_MAX: usize = 64;
 
 pub(super) async fn serve(listener: TcpListener, shared: Arc<Shared>) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(CONNECTIONS_MAX));
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         };
+        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+            continue; // Dropping the stream closes it.
+        };
         let shared = Arc::clone(&shared);
         tokio::spawn(async move {
             let _ = tokio::time::timeout(REQUEST_TIMEOUT, answer(stream, shared)).await;
+            drop(slot);
         });
     }
 }
