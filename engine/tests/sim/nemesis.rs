@@ -65,6 +65,7 @@ pub struct Nemesis {
     crashes: bool,
     interval_ticks: (u64, u64),
     crash_all_per_million: u32,
+    membership_change_per_million: u32,
     /// Flapping in progress: the link and how many flips remain.
     flapping: Option<(usize, usize, u32)>,
 }
@@ -79,6 +80,7 @@ impl Nemesis {
             crashes: scenario.crashes,
             interval_ticks: scenario.fault_interval_ticks,
             crash_all_per_million: scenario.crash_all_per_million,
+            membership_change_per_million: scenario.membership_change_per_million,
             flapping: None,
         }
     }
@@ -103,6 +105,11 @@ impl Nemesis {
             .filter(|&slot| nodes[slot].up && nodes[slot].role == Some(Role::Leader))
             .max_by_key(|&slot| nodes[slot].term);
         let all: Vec<usize> = (0..self.slots).collect();
+        if self.membership_changes && self.rng.chance(self.membership_change_per_million) {
+            if let Some(leader) = leader {
+                return (self.membership_change(leader, nodes), delay);
+            }
+        }
         let fault = match self.rng.range(0, 15) {
             0..=2 => Fault::Heal,
             3 => {

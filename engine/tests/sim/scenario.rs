@@ -29,6 +29,9 @@ pub struct Scenario {
     pub fault_interval_ticks: (u64, u64),
     /// Chance that a crash fault takes the whole cluster down at once.
     pub crash_all_per_million: u32,
+    /// Chance that the nemesis's next act is a membership change (on top
+    /// of its share of the ordinary draw), when changes are on.
+    pub membership_change_per_million: u32,
 }
 
 impl Scenario {
@@ -70,6 +73,7 @@ impl Scenario {
             snapshot_filler_bytes: rng.range(0, 2048),
             fault_interval_ticks: (5, 40),
             crash_all_per_million: 100_000,
+            membership_change_per_million: 0,
         }
     }
 
@@ -89,6 +93,7 @@ impl Scenario {
         let mut scenario = Self::base(seed, 5);
         scenario.initial_voters = 3;
         scenario.membership_changes = true;
+        scenario.membership_change_per_million = 300_000;
         scenario
     }
 
