@@ -271,6 +271,10 @@ impl Node {
     /// # Errors
     /// [`StartError`] naming the file, setting or address at fault.
     ///
+    /// # Panics
+    /// If awaited outside a Tokio runtime (a refused start cleans up on
+    /// `spawn_blocking`; so does [`Node::shutdown`]).
+    ///
     /// # Cancel safety
     /// Not cancel safe: dropping the future mid-start may leave threads that
     /// stop only when the process exits.
@@ -628,7 +632,7 @@ impl Node {
             .net_runtime
             .spawn(async move { transport.shutdown().await })
             .await;
-        control.net_runtime.shutdown_background();
+        stop_runtime(control.net_runtime).await;
         result
     }
 }
@@ -651,8 +655,8 @@ fn bind_metrics(
 
 /// Undoes a partial start and returns its error. Runs on the caller's async
 /// context, where blocking on or dropping the network runtime would panic:
-/// the transport is closed from inside that runtime, which then shuts down
-/// in the background.
+/// the transport is closed from inside that runtime, which is then stopped
+/// from a blocking thread.
 async fn abandon(
     net_runtime: tokio::runtime::Runtime,
     transport: Option<Arc<QuicTransport>>,
@@ -663,8 +667,24 @@ async fn abandon(
             .spawn(async move { transport.shutdown().await })
             .await;
     }
-    net_runtime.shutdown_background();
+    stop_runtime(net_runtime).await;
     error
+}
+
+/// How long stopping the network runtime waits for its tasks to drop.
+const RUNTIME_STOP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Stops the network runtime and waits (bounded) until its tasks, and the
+/// UDP socket they hold, are dropped, so the node's address can be bound
+/// again as soon as `shutdown` (or a refused `start`) returns. Waits on a
+/// blocking thread: blocking on or dropping a runtime from an async worker
+/// panics.
+async fn stop_runtime(runtime: tokio::runtime::Runtime) {
+    let stopped =
+        tokio::task::spawn_blocking(move || runtime.shutdown_timeout(RUNTIME_STOP_TIMEOUT)).await;
+    if stopped.is_err() {
+        tracing::warn!("the network runtime did not stop cleanly");
+    }
 }
 
 impl Drop for Node {
