@@ -25,8 +25,9 @@ async fn refused(config: barge::node::NodeConfig) -> StartError {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_settings_are_refused_by_name() {
-    let cluster = Cluster::start(0, 3).await;
+    let mut cluster = Cluster::start(0, 3).await;
     let one = NodeId(1);
+    cluster.initial_voters = BTreeSet::from([one]);
 
     let mut config = cluster.config(one, StartMode::New);
     config.peers.insert(one, cluster.addresses[&one]);

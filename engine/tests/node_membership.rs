@@ -106,8 +106,8 @@ async fn three_to_five_and_back_under_load() {
     // defaults, which list every node itself included) and stay quiet: a
     // joining node never campaigns before it is a voter.
     cluster.join(NodeId(4), 3).await;
-    let config = cluster.config(NodeId(5), StartMode::Join);
-    assert!(config.initial_voters.contains(&NodeId(5)));
+    let mut config = cluster.config(NodeId(5), StartMode::Join);
+    config.initial_voters = cluster.addresses.keys().copied().collect();
     cluster.launch(config).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     for id in [NodeId(4), NodeId(5)] {

@@ -71,8 +71,13 @@ pub struct NodeConfig {
     /// learners alike. Membership decides who votes; this map only says where
     /// nodes are, so it must already hold nodes that will be added later.
     pub peers: BTreeMap<NodeId, SocketAddr>,
-    /// The voters of a new cluster ([`StartMode::New`]); ignored once the
-    /// log or a snapshot holds a configuration.
+    /// The voters of a new cluster ([`StartMode::New`]). Until a snapshot
+    /// holds a configuration, it is also what the log's entries are
+    /// interpreted from at every restart, so give every node the same set on
+    /// every start (the default, this node plus every peer, is right only
+    /// while the address book lists exactly the initial voters: with spare
+    /// addresses for nodes added later, set it explicitly). A joining node
+    /// ([`StartMode::Join`]) leaves itself out of it.
     pub initial_voters: BTreeSet<NodeId>,
     /// How to treat the data directory.
     pub start: StartMode,

@@ -71,6 +71,8 @@ pub struct Cluster {
     pub machines: BTreeMap<NodeId, Recorder>,
     /// Applied to every node's configuration (also on restart).
     pub tune: fn(&mut NodeConfig),
+    /// The voters the cluster started with.
+    pub initial_voters: std::collections::BTreeSet<NodeId>,
 }
 
 pub const CLUSTER: u64 = 42;
@@ -103,6 +105,9 @@ impl Cluster {
             identity,
         );
         config.start = start;
+        // The address book may hold spare nodes; the voters a cluster
+        // started with stay the same on every start.
+        config.initial_voters = self.initial_voters.clone();
         config.log.segment_bytes = 4 << 20;
         config.rng_seed = Some(id.0 * 7919);
         (self.tune)(&mut config);
@@ -127,10 +132,10 @@ impl Cluster {
             nodes: BTreeMap::new(),
             machines: BTreeMap::new(),
             tune,
+            initial_voters: (1..=voters).map(NodeId).collect(),
         };
         for id in 1..=voters {
-            let mut config = cluster.config(NodeId(id), StartMode::New);
-            config.initial_voters = (1..=voters).map(NodeId).collect();
+            let config = cluster.config(NodeId(id), StartMode::New);
             cluster.launch(config).await;
         }
         cluster
