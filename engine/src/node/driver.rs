@@ -773,27 +773,43 @@ impl Driver {
         self.state_machine
             .restore(snapshot.data.clone())
             .map_err(|error| NodeError::Storage(format!("state machine restore: {error}")))?;
-        let old = self
-            .wal
-            .take()
-            .ok_or_else(|| NodeError::Storage("the log is closed".to_owned()))?;
-        let wake = Arc::clone(&self.wal_wake);
-        let hard_state = self.core.hard_state();
-        let wal = storage::replace_log(
-            &self.data_dir,
-            old,
-            &self.log_settings,
-            hard_state,
-            last.index.next(),
-            move || wake.notify_one(),
-        )
-        .map_err(|error| NodeError::Storage(error.to_string()))?;
-        self.wal_completions = wal.completions();
-        self.wal = Some(wal);
-        // The replaced log holds the current hard state durably; every write
-        // pending in the old log is superseded by the snapshot.
-        self.pending_writes.clear();
-        self.core.handle_hard_state_durable(hard_state);
+        // Mirror the core's log change (§7): if the log holds the snapshot's
+        // last entry with its term, the core kept the entries after it (and
+        // may already have acknowledged them), so the log stays as it is.
+        // Otherwise the whole log is superseded and replaced by an empty one
+        // that continues after the snapshot.
+        let index = last.index.0;
+        let keeps_suffix = self
+            .wal()?
+            .read(index..=index, 1)
+            .ok()
+            .and_then(|batches| batches.into_iter().next())
+            .is_some_and(|batch| {
+                batch.first <= index && index <= batch.last && batch.term == last.term.0
+            });
+        if !keeps_suffix {
+            let old = self
+                .wal
+                .take()
+                .ok_or_else(|| NodeError::Storage("the log is closed".to_owned()))?;
+            let wake = Arc::clone(&self.wal_wake);
+            let hard_state = self.core.hard_state();
+            let wal = storage::replace_log(
+                &self.data_dir,
+                old,
+                &self.log_settings,
+                hard_state,
+                last.index.next(),
+                move || wake.notify_one(),
+            )
+            .map_err(|error| NodeError::Storage(error.to_string()))?;
+            self.wal_completions = wal.completions();
+            self.wal = Some(wal);
+            // The replaced log holds the current hard state durably; every
+            // write pending in the old log is superseded by the snapshot.
+            self.pending_writes.clear();
+            self.core.handle_hard_state_durable(hard_state);
+        }
         let leader_hint = self.core.leader();
         while self
             .waiters
