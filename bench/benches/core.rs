@@ -146,7 +146,7 @@ impl Cluster {
         let mut proposed = 0;
         let mut last = LogIndex(0);
         while proposed < entries {
-            match self.nodes[0].handle_propose(payloads.to_vec()) {
+            match self.nodes[0].handle_propose(payloads) {
                 Ok(ticket) => {
                     proposed += payloads.len() as u64;
                     last = ticket.last;
