@@ -12,6 +12,7 @@
 mod certs;
 mod net_bench;
 mod run;
+mod system;
 mod wal_bench;
 
 use anyhow::{bail, Result};

@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::system::file_system_type;
 use anyhow::{bail, Context, Result};
 use barge_wal::baseline::{self, BaselineConfig};
 use barge_wal::{Backend, Bytes, Wal, WalConfig};
@@ -420,20 +421,4 @@ fn load_average() -> f64 {
         .ok()
         .and_then(|text| text.split_whitespace().next()?.parse().ok())
         .unwrap_or(0.0)
-}
-
-/// The file-system type of the mount holding `path`, from /proc/mounts.
-fn file_system_type(path: &Path) -> Option<String> {
-    let path = std::fs::canonicalize(path).ok()?;
-    let mounts = std::fs::read_to_string("/proc/mounts").ok()?;
-    mounts
-        .lines()
-        .filter_map(|line| {
-            let mut fields = line.split_whitespace();
-            let (_, point, kind) = (fields.next()?, fields.next()?, fields.next()?);
-            path.starts_with(point)
-                .then(|| (point.len(), kind.to_owned()))
-        })
-        .max_by_key(|(length, _)| *length)
-        .map(|(_, kind)| kind)
 }

@@ -154,6 +154,41 @@ pub struct Metrics {
 }
 
 impl Metrics {
+    /// Metrics of a node that has done nothing yet (every counter zero,
+    /// follower of no one in term 0).
+    #[must_use]
+    pub fn empty(id: NodeId) -> Metrics {
+        Metrics {
+            id,
+            role: Role::Follower,
+            term: Term(0),
+            leader: None,
+            leader_changes: 0,
+            elections_started: 0,
+            pre_votes_started: 0,
+            uncommitted_entries: 0,
+            uncommitted_bytes: 0,
+            commit_index: LogIndex(0),
+            applied_index: LogIndex(0),
+            last_log_index: LogIndex(0),
+            proposals_committed: 0,
+            proposals_overloaded: 0,
+            commit_latency: HistogramSnapshot::default(),
+            log_durable_latency: HistogramSnapshot::default(),
+            fsyncs: 0,
+            fsync_micros_mean: 0.0,
+            fsync_micros_max: 0.0,
+            log_batches: 0,
+            log_batches_per_group_mean: 0.0,
+            inflight_bytes: Vec::new(),
+            snapshots_sent: 0,
+            snapshots_installed: 0,
+            messages_rejected: 0,
+            frames_rejected: 0,
+            transport: CounterSnapshot::default(),
+        }
+    }
+
     /// Prometheus text exposition format (version 0.0.4).
     #[must_use]
     pub fn to_prometheus(&self) -> String {

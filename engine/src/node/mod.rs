@@ -553,35 +553,7 @@ impl Node {
             .metrics
             .lock()
             .clone()
-            .unwrap_or_else(|| Metrics {
-                id: self.id,
-                role: crate::core::Role::Follower,
-                term: crate::core::Term(0),
-                leader: None,
-                leader_changes: 0,
-                elections_started: 0,
-                pre_votes_started: 0,
-                uncommitted_entries: 0,
-                uncommitted_bytes: 0,
-                commit_index: LogIndex(0),
-                applied_index: LogIndex(0),
-                last_log_index: LogIndex(0),
-                proposals_committed: 0,
-                proposals_overloaded: 0,
-                commit_latency: HistogramSnapshot::default(),
-                log_durable_latency: HistogramSnapshot::default(),
-                fsyncs: 0,
-                fsync_micros_mean: 0.0,
-                fsync_micros_max: 0.0,
-                log_batches: 0,
-                log_batches_per_group_mean: 0.0,
-                inflight_bytes: Vec::new(),
-                snapshots_sent: 0,
-                snapshots_installed: 0,
-                messages_rejected: 0,
-                frames_rejected: 0,
-                transport: barge_net::CounterSnapshot::default(),
-            })
+            .unwrap_or_else(|| Metrics::empty(self.id))
     }
 
     /// The failure that stopped the node, if any.

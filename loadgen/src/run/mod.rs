@@ -50,6 +50,7 @@ use self::drive::Recorder;
 use self::options::{Command, Options, SweepParameter};
 use self::report::{NodeFigures, RunReport};
 use self::resources::Resources;
+use crate::system::file_system_type;
 
 pub use self::options::USAGE;
 
@@ -253,22 +254,6 @@ async fn drive_cluster(cluster: &LocalCluster, options: &Options) -> Result<RunR
         leader_at_end: cluster.agreed_leader().map(|id| id.0),
         baseline: None,
     })
-}
-
-/// The file-system type of the mount holding `path`, from /proc/mounts.
-fn file_system_type(path: &Path) -> Option<String> {
-    let path = std::fs::canonicalize(path).ok()?;
-    let mounts = std::fs::read_to_string("/proc/mounts").ok()?;
-    mounts
-        .lines()
-        .filter_map(|line| {
-            let mut fields = line.split_whitespace();
-            let (_, point, kind) = (fields.next()?, fields.next()?, fields.next()?);
-            path.starts_with(point)
-                .then(|| (point.len(), kind.to_owned()))
-        })
-        .max_by_key(|(length, _)| *length)
-        .map(|(_, kind)| kind)
 }
 
 #[cfg(test)]

@@ -412,39 +412,7 @@ mod tests {
             last_log_index: LogIndex(last),
             leader_changes: changes,
             leader: Some(NodeId(1)),
-            ..empty(id)
-        }
-    }
-
-    fn empty(id: u64) -> Metrics {
-        Metrics {
-            id: NodeId(id),
-            role: barge::core::Role::Follower,
-            term: barge::core::Term(1),
-            leader: None,
-            leader_changes: 0,
-            elections_started: 0,
-            pre_votes_started: 0,
-            uncommitted_entries: 0,
-            uncommitted_bytes: 0,
-            commit_index: LogIndex(0),
-            applied_index: LogIndex(0),
-            last_log_index: LogIndex(0),
-            proposals_committed: 0,
-            proposals_overloaded: 0,
-            commit_latency: Default::default(),
-            log_durable_latency: Default::default(),
-            fsyncs: 0,
-            fsync_micros_mean: 0.0,
-            fsync_micros_max: 0.0,
-            log_batches: 0,
-            log_batches_per_group_mean: 0.0,
-            inflight_bytes: Vec::new(),
-            snapshots_sent: 0,
-            snapshots_installed: 0,
-            messages_rejected: 0,
-            frames_rejected: 0,
-            transport: Default::default(),
+            ..Metrics::empty(NodeId(id))
         }
     }
 
