@@ -48,9 +48,9 @@ struct ProposalWaiter {
     responder: ProposalResponder,
 }
 
-impl ProposalWaiter {
+impl ProposalResponder {
     fn fail(self, error: NodeError) {
-        match self.responder {
+        match self {
             ProposalResponder::One(sender) => {
                 let _ = sender.send(Err(error));
             }
@@ -373,14 +373,9 @@ impl Driver {
         if self.core.role() != Role::Leader {
             let leader_hint = self.core.leader();
             for proposal in self.queued.drain(..) {
-                let waiter = ProposalWaiter {
-                    term: Term(0),
-                    first: LogIndex(0),
-                    last: LogIndex(0),
-                    started: proposal.started,
-                    responder: proposal.responder,
-                };
-                waiter.fail(NodeError::NotLeader { leader_hint });
+                proposal
+                    .responder
+                    .fail(NodeError::NotLeader { leader_hint });
             }
             return;
         }
@@ -434,14 +429,7 @@ impl Driver {
                 Err(error) => {
                     let error = NodeError::from(error);
                     for proposal in self.queued.drain(..take) {
-                        let waiter = ProposalWaiter {
-                            term: Term(0),
-                            first: LogIndex(0),
-                            last: LogIndex(0),
-                            started: proposal.started,
-                            responder: proposal.responder,
-                        };
-                        waiter.fail(error.clone());
+                        proposal.responder.fail(error.clone());
                     }
                 }
             }
@@ -610,18 +598,13 @@ impl Driver {
     ) -> Result<(), NodeError> {
         self.entries_scratch.clear();
         self.responses_scratch.clear();
-        for batch in batches {
-            if batch.last() < first || batch.first() > last {
-                continue;
-            }
-            for entry in batch.entries() {
-                if entry.id.index >= first
-                    && entry.id.index <= last
-                    && entry.kind == EntryKind::Normal
-                {
-                    self.entries_scratch.push(entry);
-                }
-            }
+        for batch in batches
+            .iter()
+            .filter(|batch| batch.last() >= first && batch.first() <= last)
+        {
+            self.entries_scratch.extend(batch.entries().filter(|entry| {
+                entry.id.index >= first && entry.id.index <= last && entry.kind == EntryKind::Normal
+            }));
         }
         if !self.entries_scratch.is_empty() {
             self.state_machine
@@ -634,7 +617,7 @@ impl Driver {
                 )));
             }
         }
-        self.resolve_applied(first, last, batches);
+        self.resolve_applied(last);
         self.core
             .handle_applied(last)
             .map_err(|error| NodeError::Storage(format!("driver bug: {error}")))?;
@@ -642,64 +625,70 @@ impl Driver {
         Ok(())
     }
 
-    /// Answers proposal and membership waiters whose entries were applied.
-    fn resolve_applied(&mut self, first: LogIndex, last: LogIndex, batches: &[crate::core::Batch]) {
+    /// Answers the proposal and membership waiters that applying up to `last`
+    /// decided, in one pass over the application entries just applied.
+    ///
+    /// Only an application entry of the waiter's term at the waiter's index
+    /// completes it. A waiter whose index went to anything else (a new
+    /// leader's no-op or membership entry, or an entry of another term) was
+    /// overwritten: it fails with `ProposalDropped`.
+    fn resolve_applied(&mut self, last: LogIndex) {
         let now = Instant::now();
         let leader_hint = self.core.leader();
-        let mut responses = self.responses_scratch.drain(..);
-        for batch in batches {
-            if batch.last() < first || batch.first() > last {
+        let applied = self
+            .entries_scratch
+            .drain(..)
+            .zip(self.responses_scratch.drain(..));
+        for (entry, response) in applied {
+            let index = entry.id.index;
+            while self
+                .waiters
+                .front()
+                .is_some_and(|waiter| waiter.last < index)
+            {
+                let waiter = self.waiters.pop_front().expect("front checked above");
+                let index = waiter.first;
+                waiter
+                    .responder
+                    .fail(NodeError::ProposalDropped { index, leader_hint });
+            }
+            let Some(waiter) = self.waiters.front_mut() else {
+                continue;
+            };
+            if index < waiter.first {
                 continue;
             }
-            for entry in batch.entries() {
-                let index = entry.id.index;
-                if index < first || index > last {
-                    continue;
-                }
-                let response = if entry.kind == EntryKind::Normal {
-                    responses.next()
-                } else {
+            if entry.id.term != waiter.term {
+                let waiter = self.waiters.pop_front().expect("front checked above");
+                waiter
+                    .responder
+                    .fail(NodeError::ProposalDropped { index, leader_hint });
+                continue;
+            }
+            let response = match &mut waiter.responder {
+                ProposalResponder::Many(_, collected) => {
+                    collected.push(response);
                     None
-                };
-                // Waiters are in index order; those wholly before this entry
-                // cannot exist (their entries were applied earlier).
-                if let Some(waiter) = self.waiters.front_mut() {
-                    if index >= waiter.first && index <= waiter.last {
-                        let same = entry.id.term == waiter.term && entry.kind == EntryKind::Normal;
-                        if !same {
-                            let waiter = self.waiters.pop_front().expect("front checked above");
-                            waiter.fail(NodeError::ProposalDropped { index, leader_hint });
-                        } else {
-                            let response = response.unwrap_or_default();
-                            let done = index == waiter.last;
-                            match &mut waiter.responder {
-                                ProposalResponder::One(_) => {}
-                                ProposalResponder::Many(_, collected) => {
-                                    collected.push(response.clone())
-                                }
-                            }
-                            if done {
-                                let waiter = self.waiters.pop_front().expect("front checked above");
-                                let count = waiter.last.0 - waiter.first.0 + 1;
-                                self.shared
-                                    .commit_latency
-                                    .record(now.duration_since(waiter.started), count);
-                                self.shared.proposals_committed(count);
-                                match waiter.responder {
-                                    ProposalResponder::One(sender) => {
-                                        let _ = sender.send(Ok(response));
-                                    }
-                                    ProposalResponder::Many(sender, collected) => {
-                                        let _ = sender.send(Ok(collected));
-                                    }
-                                }
-                            }
-                        }
+                }
+                ProposalResponder::One(_) => Some(response),
+            };
+            if index == waiter.last {
+                let waiter = self.waiters.pop_front().expect("front checked above");
+                let count = waiter.last.0 - waiter.first.0 + 1;
+                self.shared
+                    .commit_latency
+                    .record(now.duration_since(waiter.started), count);
+                self.shared.proposals_committed(count);
+                match waiter.responder {
+                    ProposalResponder::One(sender) => {
+                        let _ = sender.send(Ok(response.unwrap_or_default()));
+                    }
+                    ProposalResponder::Many(sender, collected) => {
+                        let _ = sender.send(Ok(collected));
                     }
                 }
             }
         }
-        drop(responses);
         // A proposal whose last index is now applied without having matched
         // (its entries were overwritten, or skipped by a snapshot) failed.
         while self
@@ -709,21 +698,18 @@ impl Driver {
         {
             let waiter = self.waiters.pop_front().expect("front checked above");
             let index = waiter.first;
-            waiter.fail(NodeError::ProposalDropped { index, leader_hint });
+            waiter
+                .responder
+                .fail(NodeError::ProposalDropped { index, leader_hint });
         }
-        let applied_terms: Vec<(usize, bool)> = self
-            .changes
-            .iter()
-            .enumerate()
-            .filter(|(_, change)| change.index <= last)
-            .map(|(position, change)| {
-                let same = self.core.term_at(change.index) == Some(change.term);
-                (position, same)
-            })
-            .collect();
-        for (position, same) in applied_terms.into_iter().rev() {
+        let mut position = self.changes.len();
+        while position > 0 {
+            position -= 1;
+            if self.changes[position].index > last {
+                continue;
+            }
             let change = self.changes.swap_remove(position);
-            let result = if same {
+            let result = if self.core.term_at(change.index) == Some(change.term) {
                 Ok(change.index)
             } else {
                 Err(NodeError::ProposalDropped {
@@ -818,7 +804,9 @@ impl Driver {
         {
             let waiter = self.waiters.pop_front().expect("front checked above");
             let index = waiter.first;
-            waiter.fail(NodeError::ProposalDropped { index, leader_hint });
+            waiter
+                .responder
+                .fail(NodeError::ProposalDropped { index, leader_hint });
         }
         self.core
             .handle_snapshot_installed(last)
@@ -833,17 +821,10 @@ impl Driver {
 
     fn stop_waiters(&mut self, error: NodeError) {
         for waiter in self.waiters.drain(..) {
-            waiter.fail(error.clone());
+            waiter.responder.fail(error.clone());
         }
         for proposal in self.queued.drain(..) {
-            ProposalWaiter {
-                term: Term(0),
-                first: LogIndex(0),
-                last: LogIndex(0),
-                started: proposal.started,
-                responder: proposal.responder,
-            }
-            .fail(error.clone());
+            proposal.responder.fail(error.clone());
         }
         for (_, responder) in self.reads.drain() {
             let _ = responder.send(Err(error.clone()));

@@ -143,9 +143,16 @@ pub(super) fn recover(
             .read(first.index..=last.index, usize::MAX)
             .map_err(|error| StartError::Log(format!("reading {}: {error}", log_dir.display())))?;
         for batch in stored {
-            let len = u32::try_from(batch.last - batch.first + 1).map_err(|_| {
-                StartError::Log(format!("batch {}..={} too long", batch.first, batch.last))
-            })?;
+            let len = batch
+                .last
+                .checked_sub(batch.first)
+                .and_then(|span| u32::try_from(span).ok()?.checked_add(1))
+                .ok_or_else(|| {
+                    StartError::Log(format!(
+                        "batch {}..={} is empty or too long",
+                        batch.first, batch.last
+                    ))
+                })?;
             let decoded = Batch::decode(
                 LogIndex(batch.first),
                 Term(batch.term),
