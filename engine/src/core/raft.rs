@@ -284,6 +284,17 @@ impl Raft {
 
     // ----- getters -----
 
+    /// The leader's progress record of `peer`: `None` unless this node
+    /// leads and `peer` is a member it replicates to.
+    pub(crate) fn progress(&self, peer: NodeId) -> Option<&Progress> {
+        self.leader_state.as_ref()?.progress.get(&peer)
+    }
+
+    /// Mutable [`Raft::progress`].
+    pub(crate) fn progress_mut(&mut self, peer: NodeId) -> Option<&mut Progress> {
+        self.leader_state.as_mut()?.progress.get_mut(&peer)
+    }
+
     /// This node's id.
     #[must_use]
     pub fn id(&self) -> NodeId {

@@ -102,11 +102,7 @@ impl Raft {
     /// Sends `peer` whatever its progress state and window allow.
     pub(crate) fn send_append(&mut self, peer: NodeId) {
         loop {
-            let Some(progress) = self
-                .leader_state
-                .as_ref()
-                .and_then(|l| l.progress.get(&peer))
-            else {
+            let Some(progress) = self.progress(peer) else {
                 return;
             };
             if matches!(progress.state, ProgressState::Snapshot { .. }) {
@@ -140,11 +136,7 @@ impl Raft {
                 return;
             };
             let commit = self.commit;
-            if let Some(progress) = self
-                .leader_state
-                .as_mut()
-                .and_then(|l| l.progress.get_mut(&peer))
-            {
+            if let Some(progress) = self.progress_mut(peer) {
                 progress.sent(prev_index.next(), last, bytes);
             }
             let prev = LogId::new(prev_term, prev_index);
@@ -292,11 +284,7 @@ impl Raft {
                 if match_index > last {
                     return;
                 }
-                let Some(progress) = self
-                    .leader_state
-                    .as_mut()
-                    .and_then(|l| l.progress.get_mut(&from))
-                else {
+                let Some(progress) = self.progress_mut(from) else {
                     return;
                 };
                 if matches!(progress.state, ProgressState::Snapshot { .. }) {
@@ -311,11 +299,7 @@ impl Raft {
             }
             AppendResult::Reject { rejected, hint } => {
                 let next = self.log.last_at_or_below(hint.index, hint.term).next();
-                let Some(progress) = self
-                    .leader_state
-                    .as_mut()
-                    .and_then(|l| l.progress.get_mut(&from))
-                else {
+                let Some(progress) = self.progress_mut(from) else {
                     return;
                 };
                 if progress.rejected(rejected, next) {
@@ -440,11 +424,7 @@ impl Raft {
             return;
         }
         let last = self.log.last().index;
-        let Some(progress) = self
-            .leader_state
-            .as_mut()
-            .and_then(|l| l.progress.get_mut(&from))
-        else {
+        let Some(progress) = self.progress_mut(from) else {
             return;
         };
         progress.recent_active = true;

@@ -95,11 +95,7 @@ impl Raft {
         let Some(snapshot) = self.snapshot.clone() else {
             return;
         };
-        let Some(progress) = self
-            .leader_state
-            .as_mut()
-            .and_then(|l| l.progress.get_mut(&peer))
-        else {
+        let Some(progress) = self.progress_mut(peer) else {
             return;
         };
         progress.become_snapshot(snapshot);
@@ -109,23 +105,14 @@ impl Raft {
 
     /// Sends chunks within the snapshot window.
     pub(crate) fn send_snapshot_chunks(&mut self, peer: NodeId) {
-        let Some(snapshot) = self
-            .leader_state
-            .as_ref()
-            .and_then(|l| l.progress.get(&peer))
-            .and_then(|p| p.streaming.clone())
-        else {
+        let Some(snapshot) = self.progress(peer).and_then(|p| p.streaming.clone()) else {
             return;
         };
         let chunk_bytes = self.config.snapshot_chunk_bytes;
         let window = chunk_bytes * self.config.snapshot_chunks_inflight_max;
         let total = snapshot.data.len() as u64;
         loop {
-            let Some(progress) = self
-                .leader_state
-                .as_mut()
-                .and_then(|l| l.progress.get_mut(&peer))
-            else {
+            let Some(progress) = self.progress_mut(peer) else {
                 return;
             };
             let retry = std::mem::take(&mut progress.snapshot_retry);
@@ -137,34 +124,25 @@ impl Raft {
             else {
                 return;
             };
-            if total == 0 || (retry && *sent_bytes >= total) {
+            let (offset, end) = if total == 0 || (retry && *sent_bytes >= total) {
                 // Everything was sent and acknowledged but no "installed"
                 // answer came (or the snapshot is empty): resend the last
                 // chunk, which the follower answers with its state.
-                let offset = total.saturating_sub(chunk_bytes.min(total));
-                let data = snapshot.data.slice(offset as usize..);
-                let chunk = SnapshotChunk {
-                    meta: snapshot.meta.clone(),
-                    total_bytes: total,
-                    offset,
-                    data,
-                };
-                self.send(peer, MessageBody::InstallSnapshot(chunk));
+                (total.saturating_sub(chunk_bytes.min(total)), total)
+            } else if *sent_bytes >= total || *sent_bytes >= *acked_bytes + window {
                 return;
-            }
-            if *sent_bytes >= total || *sent_bytes >= *acked_bytes + window {
-                return;
-            }
-            let offset = *sent_bytes;
-            let end = (offset + chunk_bytes).min(total);
-            *sent_bytes = end;
-            // Bounded by the snapshot's length above.
-            let data = snapshot.data.slice(offset as usize..end as usize);
+            } else {
+                let offset = *sent_bytes;
+                let end = (offset + chunk_bytes).min(total);
+                *sent_bytes = end;
+                (offset, end)
+            };
             let chunk = SnapshotChunk {
                 meta: snapshot.meta.clone(),
                 total_bytes: total,
                 offset,
-                data,
+                // Bounded by the snapshot's length above.
+                data: snapshot.data.slice(offset as usize..end as usize),
             };
             self.send(peer, MessageBody::InstallSnapshot(chunk));
             if end >= total {
@@ -322,11 +300,7 @@ impl Raft {
         installed: bool,
         rejected: bool,
     ) {
-        let Some(progress) = self
-            .leader_state
-            .as_mut()
-            .and_then(|l| l.progress.get_mut(&from))
-        else {
+        let Some(progress) = self.progress_mut(from) else {
             return;
         };
         progress.recent_active = true;
