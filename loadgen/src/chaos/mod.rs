@@ -1,0 +1,1 @@
+//! Fault experiments on real processes (filled in by the chaos work).

@@ -1,0 +1,1 @@
+//! Userspace UDP fault proxy (filled in by the proxy work).
