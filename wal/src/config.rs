@@ -1,6 +1,6 @@
 //! Configuration of the log.
 
-use crate::FaultDisk;
+use crate::{FaultDisk, Faults};
 
 /// How group writes reach the disk.
 #[derive(Clone, Debug, Default)]
@@ -14,6 +14,10 @@ pub enum Backend {
     /// Buffered `pwrite` then `fdatasync` on the log thread, one group at a
     /// time (group commit still coalesces everything queued meanwhile).
     Blocking,
+    /// [`Backend::Blocking`] on the real directory, with the armed
+    /// [`Faults`] failing reads, writes or syncs (fault experiments on real
+    /// processes; io_uring is not used).
+    FaultyBlocking(Faults),
     /// The in-memory fault-injecting disk; the directory argument of
     /// [`crate::Wal::open`] only names it in messages.
     Fault(FaultDisk),

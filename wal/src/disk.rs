@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use crate::WalError;
+use crate::{FaultOperation, Faults, WalError};
 
 /// Synchronous file operations on one directory, by file name.
 ///
@@ -43,21 +43,31 @@ pub(crate) fn context<T>(
     result.map_err(|source| WalError::io(disk.path(name), source))
 }
 
-/// A real directory: buffered `pread`/`pwrite` and `fdatasync`.
+/// A real directory: buffered `pread`/`pwrite` and `fdatasync`, failing
+/// them as `faults` say ([`crate::Backend::FaultyBlocking`]).
 #[derive(Debug)]
 pub(crate) struct OsDisk {
     dir: PathBuf,
     /// Open files by name, so the hot path does not reopen them.
     files: Mutex<HashMap<String, Arc<File>>>,
+    /// Armed faults; `None` costs the hot path nothing.
+    faults: Option<Faults>,
 }
 
 impl OsDisk {
-    pub(crate) fn open(dir: &Path) -> Result<OsDisk, WalError> {
+    pub(crate) fn open(dir: &Path, faults: Option<Faults>) -> Result<OsDisk, WalError> {
         std::fs::create_dir_all(dir).map_err(|source| WalError::io(dir, source))?;
         Ok(OsDisk {
             dir: dir.to_path_buf(),
             files: Mutex::new(HashMap::new()),
+            faults,
         })
+    }
+
+    fn check(&self, operation: FaultOperation) -> io::Result<()> {
+        self.faults
+            .as_ref()
+            .map_or(Ok(()), |faults| faults.check(operation))
     }
 
     fn file(&self, name: &str) -> io::Result<Arc<File>> {
@@ -103,14 +113,17 @@ impl Disk for OsDisk {
     }
 
     fn read_at(&self, name: &str, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        self.check(FaultOperation::Read)?;
         self.file(name)?.read_exact_at(buf, offset)
     }
 
     fn write_at(&self, name: &str, offset: u64, data: &[u8]) -> io::Result<()> {
+        self.check(FaultOperation::Write)?;
         self.file(name)?.write_all_at(data, offset)
     }
 
     fn sync(&self, name: &str) -> io::Result<()> {
+        self.check(FaultOperation::Sync)?;
         self.file(name)?.sync_data()
     }
 

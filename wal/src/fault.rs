@@ -10,6 +10,10 @@
 //! - **bit flips** ([`FaultDisk::flip_bit`]) in stored bytes;
 //! - **errors** ([`FaultDisk::inject`]): EIO on read, write or sync, or
 //!   ENOSPC on write, after a countdown of successful operations.
+//!
+//! The same errors, and only they, can be armed on the real directory with
+//! [`Faults`] ([`crate::Backend::FaultyBlocking`]), for fault experiments on
+//! real processes.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io;
@@ -239,21 +243,125 @@ impl FaultDisk {
 
     fn check_fault(state: &mut State, operation: FaultOperation) -> io::Result<()> {
         FaultDisk::check_alive(state)?;
-        for fault in state
-            .faults
-            .iter_mut()
-            .filter(|fault| fault.operation == operation)
-        {
-            if fault.countdown == 0 {
-                let code = match fault.error {
-                    FaultError::Io => libc::EIO,
-                    FaultError::NoSpace => libc::ENOSPC,
-                };
-                return Err(io::Error::from_raw_os_error(code));
-            }
-            fault.countdown -= 1;
+        trip(&mut state.faults, operation)
+    }
+}
+
+/// Counts one `operation` against every armed fault of that kind: the error
+/// of the first whose countdown has run out, else one step down each.
+fn trip(faults: &mut [Fault], operation: FaultOperation) -> io::Result<()> {
+    for fault in faults
+        .iter_mut()
+        .filter(|fault| fault.operation == operation)
+    {
+        if fault.countdown == 0 {
+            let code = match fault.error {
+                FaultError::Io => libc::EIO,
+                FaultError::NoSpace => libc::ENOSPC,
+            };
+            return Err(io::Error::from_raw_os_error(code));
         }
-        Ok(())
+        fault.countdown -= 1;
+    }
+    Ok(())
+}
+
+/// Faults armed on the real blocking disk ([`crate::Backend::FaultyBlocking`]):
+/// the log reads and writes its directory with `pread`/`pwrite`/`fdatasync`
+/// as [`crate::Backend::Blocking`] does, and each armed [`Fault`] fails its
+/// operation once its countdown has run out, as on [`FaultDisk`]. Nothing is
+/// simulated beyond the error: what was written before it is on disk, so a
+/// log reopened without faults recovers everything that was synced.
+///
+/// Cloning shares the armed list, so a test or tool can arm faults later.
+///
+/// ```
+/// use barge_wal::{Fault, FaultError, FaultOperation, Faults};
+///
+/// let faults: Faults = "fsync-eio-after=3,enospc-after=10".parse()?;
+/// assert_eq!(faults.armed()[0], Fault {
+///     operation: FaultOperation::Sync,
+///     countdown: 3,
+///     error: FaultError::Io,
+/// });
+/// assert!("fsync-eio-after=soon".parse::<Faults>().is_err());
+/// # Ok::<(), barge_wal::FaultSpecError>(())
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct Faults {
+    armed: Arc<Mutex<Vec<Fault>>>,
+}
+
+impl Faults {
+    /// Arms a fault.
+    pub fn inject(&self, fault: Fault) {
+        self.armed.lock().push(fault);
+    }
+
+    /// Disarms every fault.
+    pub fn clear(&self) {
+        self.armed.lock().clear();
+    }
+
+    /// The armed faults, with their countdowns as they stand now.
+    pub fn armed(&self) -> Vec<Fault> {
+        self.armed.lock().clone()
+    }
+
+    /// Counts one operation of the real disk (see [`trip`]).
+    pub(crate) fn check(&self, operation: FaultOperation) -> io::Result<()> {
+        trip(&mut self.armed.lock(), operation)
+    }
+}
+
+/// The grammar of [`Faults`]' `FromStr`: comma-separated `NAME=N`, each
+/// arming one fault that fires after `N` successful operations of its kind.
+pub const FAULT_SPEC_GRAMMAR: &str =
+    "comma-separated fsync-eio-after=N (fdatasync fails with EIO), \
+     write-eio-after=N (pwrite fails with EIO), enospc-after=N (pwrite fails with ENOSPC), \
+     read-eio-after=N (pread fails with EIO); each fires after N successful operations \
+     of its kind and on every one after";
+
+/// A disk-fault specification that does not follow [`FAULT_SPEC_GRAMMAR`].
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("disk fault {item:?}: {reason}; expected {FAULT_SPEC_GRAMMAR}")]
+pub struct FaultSpecError {
+    /// The offending comma-separated item.
+    pub item: String,
+    /// What is wrong with it.
+    pub reason: &'static str,
+}
+
+impl std::str::FromStr for Faults {
+    type Err = FaultSpecError;
+
+    /// Parses [`FAULT_SPEC_GRAMMAR`], for example
+    /// `fsync-eio-after=100,enospc-after=5000`.
+    fn from_str(spec: &str) -> Result<Faults, FaultSpecError> {
+        let faults = Faults::default();
+        for item in spec.split(',') {
+            let error = |reason| FaultSpecError {
+                item: item.to_owned(),
+                reason,
+            };
+            let (name, count) = item.split_once('=').ok_or_else(|| error("no '='"))?;
+            let countdown = count
+                .parse()
+                .map_err(|_| error("the count is not a whole number"))?;
+            let (operation, error_kind) = match name {
+                "fsync-eio-after" => (FaultOperation::Sync, FaultError::Io),
+                "write-eio-after" => (FaultOperation::Write, FaultError::Io),
+                "enospc-after" => (FaultOperation::Write, FaultError::NoSpace),
+                "read-eio-after" => (FaultOperation::Read, FaultError::Io),
+                _ => return Err(error("unknown fault name")),
+            };
+            faults.inject(Fault {
+                operation,
+                countdown,
+                error: error_kind,
+            });
+        }
+        Ok(faults)
     }
 }
 

@@ -86,7 +86,10 @@ mod writer;
 pub use bytes::Bytes;
 pub use config::{Backend, Notifier, WalConfig};
 pub use error::WalError;
-pub use fault::{Fault, FaultDisk, FaultError, FaultOperation, SECTOR_BYTES};
+pub use fault::{
+    Fault, FaultDisk, FaultError, FaultOperation, FaultSpecError, Faults, FAULT_SPEC_GRAMMAR,
+    SECTOR_BYTES,
+};
 pub use metrics::Metrics;
 pub use recovery::{Damage, Recovery};
 pub use types::{Completion, Durable, EntryId, HardState, StoredBatch};

@@ -59,6 +59,7 @@ fn engine_for(
     let (inflight_max, name) = match config.backend {
         Backend::Fault(_) => (config.inflight_writes_max, "fault"),
         Backend::Uring | Backend::Blocking => (1, "blocking"),
+        Backend::FaultyBlocking(_) => (1, "faulty blocking"),
     };
     let engine = BlockingEngine::new(Arc::clone(disk), inflight_max);
     (Box::new(engine), None, name)
@@ -92,7 +93,8 @@ impl Wal {
         }
         let disk: Arc<dyn Disk> = match &config.backend {
             Backend::Fault(fault) => Arc::new(fault.clone()),
-            Backend::Uring | Backend::Blocking => Arc::new(OsDisk::open(dir)?),
+            Backend::Uring | Backend::Blocking => Arc::new(OsDisk::open(dir, None)?),
+            Backend::FaultyBlocking(faults) => Arc::new(OsDisk::open(dir, Some(faults.clone()))?),
         };
         let recovered = recover(&*disk)?;
         let (engine, event, backend_name) = engine_for(&config, &disk);

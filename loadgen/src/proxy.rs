@@ -1,1 +1,0 @@
-//! Userspace UDP fault proxy (filled in by the proxy work).
