@@ -1,0 +1,417 @@
+//! The Wing–Gong–Lowe search over one key's history.
+//!
+//! Definite operations contribute a call and a return entry to a doubly
+//! linked list sorted by time; indeterminate operations contribute only a
+//! call, to a second list (their return is at infinity). At each node of the
+//! search the candidates are the calls that precede the first return entry
+//! of the definite list: that operation must take effect before it returned,
+//! so whatever takes effect before it must have been invoked by then.
+//! Linearizing a candidate lifts it out of its list (and is undone in LIFO
+//! order on backtracking, as in dancing links); the search succeeds when the
+//! definite list is empty, leaving the remaining indeterminate operations
+//! never taking effect.
+
+use std::collections::HashSet;
+use std::time::Instant;
+
+use super::history::{KeyHistory, State, ABSENT};
+
+/// How often (in search steps) the clock is read.
+const STEPS_PER_CLOCK_READ: u64 = 1024;
+
+/// The bounds one search runs under.
+#[derive(Clone, Debug)]
+pub(super) struct Budget {
+    /// When to give up; `None` for never (the time limit overflowed `Instant`).
+    pub(super) deadline: Option<Instant>,
+    /// Most memoised (linearized set, state) pairs per search.
+    pub(super) states_max: usize,
+}
+
+impl Budget {
+    pub(super) fn new(deadline: Option<Instant>, states_max: usize) -> Self {
+        Budget {
+            deadline,
+            states_max,
+        }
+    }
+
+    pub(super) fn expired(&self) -> bool {
+        self.deadline
+            .is_some_and(|deadline| Instant::now() >= deadline)
+    }
+}
+
+/// How a search ended.
+#[derive(Debug)]
+pub(super) enum SearchResult {
+    Linearizable,
+    NotLinearizable(Deepest),
+    GaveUp(String),
+}
+
+/// The longest partial linearization the search reached (recorded only when
+/// asked for; empty otherwise), to explain a failure.
+#[derive(Debug, Default)]
+pub(super) struct Deepest {
+    /// Indices into the history's operations, in linearization order.
+    pub(super) order: Vec<usize>,
+    /// The state after them.
+    pub(super) state: State,
+    /// The pending definite operation that returned first: nothing could be
+    /// linearized in time for it (index into the history's operations).
+    pub(super) blocked: Option<usize>,
+}
+
+const NIL: u32 = u32::MAX;
+const HEAD: u32 = 0;
+
+/// An entry of a linked list; entry `HEAD` of each list is a sentinel.
+#[derive(Clone, Copy, Debug)]
+struct Entry {
+    prev: u32,
+    next: u32,
+    /// Index into the history's operations.
+    operation: u32,
+    /// Position of this event among all events sorted by time.
+    position: u32,
+    /// For a call in the definite list, the entry of its return; `NIL` for a
+    /// return (and for every entry of the indeterminate list).
+    matching: u32,
+    /// Bit of this operation in its list's linearized set.
+    bit: u32,
+}
+
+/// A doubly linked list whose removals are undone in reverse order.
+#[derive(Debug)]
+struct List {
+    entries: Vec<Entry>,
+}
+
+impl List {
+    fn with_head() -> Self {
+        let head = Entry {
+            prev: NIL,
+            next: NIL,
+            operation: NIL,
+            position: 0,
+            matching: NIL,
+            bit: 0,
+        };
+        List {
+            entries: vec![head],
+        }
+    }
+
+    fn first(&self) -> u32 {
+        self.entries[HEAD as usize].next
+    }
+
+    fn push(&mut self, operation: u32, position: u32, bit: u32) -> u32 {
+        let index = u32::try_from(self.entries.len()).expect("fewer than 2^32 events per key");
+        let last = index - 1;
+        self.entries[last as usize].next = index;
+        self.entries.push(Entry {
+            prev: last,
+            next: NIL,
+            operation,
+            position,
+            matching: NIL,
+            bit,
+        });
+        index
+    }
+
+    fn unlink(&mut self, index: u32) {
+        let Entry { prev, next, .. } = self.entries[index as usize];
+        self.entries[prev as usize].next = next;
+        if next != NIL {
+            self.entries[next as usize].prev = prev;
+        }
+    }
+
+    /// Relinks an entry unlinked last (dancing links: its neighbours still
+    /// point around it).
+    fn relink(&mut self, index: u32) {
+        let Entry { prev, next, .. } = self.entries[index as usize];
+        self.entries[prev as usize].next = index;
+        if next != NIL {
+            self.entries[next as usize].prev = index;
+        }
+    }
+
+    /// Removes a call entry and its matching return, if any.
+    fn lift(&mut self, call: u32) {
+        self.unlink(call);
+        let matching = self.entries[call as usize].matching;
+        if matching != NIL {
+            self.unlink(matching);
+        }
+    }
+
+    fn unlift(&mut self, call: u32) {
+        let matching = self.entries[call as usize].matching;
+        if matching != NIL {
+            self.relink(matching);
+        }
+        self.relink(call);
+    }
+}
+
+/// Which list a search cursor walks.
+#[derive(Clone, Copy, Debug)]
+enum Cursor {
+    Definite(u32),
+    Indeterminate(u32),
+}
+
+/// A linearized candidate, to undo on backtracking.
+#[derive(Clone, Copy, Debug)]
+struct Frame {
+    cursor: Cursor,
+    state_before: State,
+    boundary: u32,
+}
+
+/// The set of linearized operations: one bitset for definite operations (in
+/// call order, so it is mostly an all-ones prefix, stored in the memo as a
+/// count) and one for indeterminate operations.
+#[derive(Debug)]
+struct Linearized {
+    definite: Vec<u64>,
+    indeterminate: Vec<u64>,
+    /// Words of `definite` before this one are all ones.
+    full_words: usize,
+    /// Words of `definite` from this one on are all zeros.
+    end_words: usize,
+}
+
+/// A memoised (linearized set, state) pair, with the definite set's all-ones
+/// prefix and all-zeros suffix cut off.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct MemoKey {
+    state: State,
+    full_words: u32,
+    words: Box<[u64]>,
+}
+
+impl Linearized {
+    fn new(definite_count: usize, indeterminate_count: usize) -> Self {
+        Linearized {
+            definite: vec![0; definite_count.div_ceil(64)],
+            indeterminate: vec![0; indeterminate_count.div_ceil(64)],
+            full_words: 0,
+            end_words: 0,
+        }
+    }
+
+    fn flip(&mut self, cursor: Cursor, bit: u32) {
+        let word = bit as usize / 64;
+        let mask = 1u64 << (bit % 64);
+        match cursor {
+            Cursor::Indeterminate(_) => self.indeterminate[word] ^= mask,
+            Cursor::Definite(_) => {
+                self.definite[word] ^= mask;
+                if self.definite[word] & mask != 0 {
+                    self.end_words = self.end_words.max(word + 1);
+                    while self.full_words < self.definite.len()
+                        && self.definite[self.full_words] == u64::MAX
+                    {
+                        self.full_words += 1;
+                    }
+                } else {
+                    self.full_words = self.full_words.min(word);
+                    while self.end_words > self.full_words && self.definite[self.end_words - 1] == 0
+                    {
+                        self.end_words -= 1;
+                    }
+                }
+            }
+        }
+    }
+
+    fn key(&self, state: State) -> MemoKey {
+        let end_words = self.end_words.max(self.full_words);
+        let middle = &self.definite[self.full_words..end_words];
+        let mut words = Vec::with_capacity(middle.len() + self.indeterminate.len());
+        words.extend_from_slice(middle);
+        words.extend_from_slice(&self.indeterminate);
+        MemoKey {
+            state,
+            // Cannot overflow: the bitset has fewer words than events.
+            full_words: self.full_words as u32,
+            words: words.into_boxed_slice(),
+        }
+    }
+}
+
+/// The two lists built from one key's history.
+struct Lists {
+    definite: List,
+    indeterminate: List,
+    definite_count: usize,
+    indeterminate_count: usize,
+}
+
+impl Lists {
+    fn new(history: &KeyHistory<'_>) -> Self {
+        // (time, return after call at equal times, operation): a return and a
+        // call at the same instant count as concurrent.
+        let mut events: Vec<(u128, bool, u32)> = Vec::with_capacity(history.operations.len() * 2);
+        for (index, operation) in history.operations.iter().enumerate() {
+            let index = u32::try_from(index).expect("fewer than 2^32 operations per key");
+            events.push((operation.call_ns, false, index));
+            if operation.step.is_definite() {
+                events.push((operation.return_ns, true, index));
+            }
+        }
+        events.sort_unstable();
+        let mut lists = Lists {
+            definite: List::with_head(),
+            indeterminate: List::with_head(),
+            definite_count: 0,
+            indeterminate_count: 0,
+        };
+        let mut call_entries = vec![NIL; history.operations.len()];
+        for (position, &(_, is_return, operation)) in events.iter().enumerate() {
+            let position = u32::try_from(position).expect("fewer than 2^32 events per key");
+            if is_return {
+                let entry = lists.definite.push(operation, position, 0);
+                let call = call_entries[operation as usize];
+                lists.definite.entries[call as usize].matching = entry;
+            } else if history.operations[operation as usize].step.is_definite() {
+                let bit = lists.definite_count as u32;
+                lists.definite_count += 1;
+                call_entries[operation as usize] = lists.definite.push(operation, position, bit);
+            } else {
+                let bit = lists.indeterminate_count as u32;
+                lists.indeterminate_count += 1;
+                lists.indeterminate.push(operation, position, bit);
+            }
+        }
+        lists
+    }
+}
+
+/// Searches for a linearization of `history`; with `record`, also keeps the
+/// deepest partial linearization for an explanation (costly: use it on small
+/// histories only).
+pub(super) fn search(history: &KeyHistory<'_>, budget: &Budget, record: bool) -> SearchResult {
+    let mut lists = Lists::new(history);
+    let mut linearized = Linearized::new(lists.definite_count, lists.indeterminate_count);
+    let mut memo: HashSet<MemoKey> = HashSet::new();
+    let mut stack: Vec<Frame> = Vec::new();
+    let mut deepest = Deepest::default();
+    let mut state: State = ABSENT;
+    let mut cursor = Cursor::Definite(lists.definite.first());
+    // Position of the first return entry; meaningful while walking the
+    // indeterminate list.
+    let mut boundary = 0;
+    let mut steps: u64 = 0;
+    loop {
+        if lists.definite.first() == NIL {
+            return SearchResult::Linearizable;
+        }
+        steps += 1;
+        if steps.is_multiple_of(STEPS_PER_CLOCK_READ) && budget.expired() {
+            return SearchResult::GaveUp(format!(
+                "time limit reached after {steps} search steps and {} states",
+                memo.len()
+            ));
+        }
+        let (list, index) = match cursor {
+            Cursor::Definite(index) => (&lists.definite, index),
+            Cursor::Indeterminate(index) => (&lists.indeterminate, index),
+        };
+        let candidate = match cursor {
+            Cursor::Definite(_) => {
+                // Cannot be NIL: the walk stops at the first return entry,
+                // and every call in the list has its return after it.
+                let entry = list.entries[index as usize];
+                if entry.matching == NIL {
+                    boundary = entry.position;
+                    if record && stack.len() >= deepest.order.len() {
+                        deepest = record_deepest(&lists, &stack, state, entry.operation);
+                    }
+                    cursor = Cursor::Indeterminate(lists.indeterminate.first());
+                    continue;
+                }
+                Some(entry)
+            }
+            Cursor::Indeterminate(_) => (index != NIL)
+                .then(|| list.entries[index as usize])
+                .filter(|entry| entry.position < boundary),
+        };
+        let Some(entry) = candidate else {
+            // Every candidate failed here: undo the last linearization and
+            // try the candidate after it.
+            let Some(frame) = stack.pop() else {
+                return SearchResult::NotLinearizable(deepest);
+            };
+            state = frame.state_before;
+            boundary = frame.boundary;
+            cursor = match frame.cursor {
+                Cursor::Definite(index) => {
+                    lists.definite.unlift(index);
+                    linearized.flip(frame.cursor, lists.definite.entries[index as usize].bit);
+                    Cursor::Definite(lists.definite.entries[index as usize].next)
+                }
+                Cursor::Indeterminate(index) => {
+                    lists.indeterminate.unlift(index);
+                    linearized.flip(
+                        frame.cursor,
+                        lists.indeterminate.entries[index as usize].bit,
+                    );
+                    Cursor::Indeterminate(lists.indeterminate.entries[index as usize].next)
+                }
+            };
+            continue;
+        };
+        let step = history.operations[entry.operation as usize].step;
+        if let Some(next_state) = step.apply(state) {
+            linearized.flip(cursor, entry.bit);
+            if memo.insert(linearized.key(next_state)) {
+                if memo.len() > budget.states_max {
+                    return SearchResult::GaveUp(format!(
+                        "state limit of {} reached after {steps} search steps",
+                        budget.states_max
+                    ));
+                }
+                stack.push(Frame {
+                    cursor,
+                    state_before: state,
+                    boundary,
+                });
+                state = next_state;
+                match cursor {
+                    Cursor::Definite(_) => lists.definite.lift(index),
+                    Cursor::Indeterminate(_) => lists.indeterminate.lift(index),
+                }
+                cursor = Cursor::Definite(lists.definite.first());
+                continue;
+            }
+            linearized.flip(cursor, entry.bit);
+        }
+        cursor = match cursor {
+            Cursor::Definite(_) => Cursor::Definite(entry.next),
+            Cursor::Indeterminate(_) => Cursor::Indeterminate(entry.next),
+        };
+    }
+}
+
+fn record_deepest(lists: &Lists, stack: &[Frame], state: State, blocked: u32) -> Deepest {
+    let order = stack
+        .iter()
+        .map(|frame| match frame.cursor {
+            Cursor::Definite(index) => lists.definite.entries[index as usize].operation as usize,
+            Cursor::Indeterminate(index) => {
+                lists.indeterminate.entries[index as usize].operation as usize
+            }
+        })
+        .collect();
+    Deepest {
+        order,
+        state,
+        blocked: Some(blocked as usize),
+    }
+}
