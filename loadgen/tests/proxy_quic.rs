@@ -1,10 +1,11 @@
 //! Two real `barge-net` QUIC transports talking through the fault proxy:
 //! frames flow, stop while the nodes are partitioned (the connections die
-//! of idleness), and flow again after healing (the transports redial
-//! through the same front addresses).
+//! of idleness), flow again after healing (the transports redial through
+//! the same front addresses), and reach a node restarted at the same real
+//! address.
 
 use std::collections::BTreeMap;
-use std::net::UdpSocket;
+use std::net::{SocketAddr, UdpSocket};
 use std::time::Duration;
 
 use barge_loadgen::proxy::{FaultProxy, ProxyConfig};
@@ -55,6 +56,21 @@ async fn await_disconnected(one: &QuicTransport, two: &QuicTransport) -> bool {
     false
 }
 
+/// Binds `address` again once the stopped endpoint has released it.
+async fn rebind(address: SocketAddr) -> UdpSocket {
+    let deadline = Instant::now() + DELIVERY_DEADLINE;
+    loop {
+        match UdpSocket::bind(address) {
+            Ok(socket) => return socket,
+            Err(error) if Instant::now() < deadline => {
+                assert_eq!(error.kind(), std::io::ErrorKind::AddrInUse, "{error}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(error) => panic!("{address} is still taken: {error}"),
+        }
+    }
+}
+
 #[test]
 fn quic_frames_flow_through_the_proxy_stop_when_partitioned_and_resume_when_healed() {
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -88,13 +104,12 @@ fn quic_frames_flow_through_the_proxy_stop_when_partitioned_and_resume_when_heal
         config
     };
     let [socket_one, socket_two] = sockets;
-    let (config_one, config_two) = (config(1, 2), config(2, 1));
 
     runtime.block_on(async {
         let (one, mut incoming_one) =
-            QuicTransport::start_with_socket(config_one, socket_one).expect("start node 1");
+            QuicTransport::start_with_socket(config(1, 2), socket_one).expect("start node 1");
         let (two, mut incoming_two) =
-            QuicTransport::start_with_socket(config_two, socket_two).expect("start node 2");
+            QuicTransport::start_with_socket(config(2, 1), socket_two).expect("start node 2");
 
         assert!(deliver(&one, PeerId(2), &mut incoming_two, b"one to two").await);
         assert!(deliver(&two, PeerId(1), &mut incoming_one, b"two to one").await);
@@ -129,6 +144,16 @@ fn quic_frames_flow_through_the_proxy_stop_when_partitioned_and_resume_when_heal
         proxy.heal();
         assert!(deliver(&one, PeerId(2), &mut incoming_two, b"healed one to two").await);
         assert!(deliver(&two, PeerId(1), &mut incoming_one, b"healed two to one").await);
+
+        // Node 1 restarts on the same real address: it dials through the
+        // same front and upstream sockets with new connection ids.
+        one.shutdown().await;
+        drop((one, incoming_one));
+        let socket_one = rebind(real[0]).await;
+        let (one, mut incoming_one) =
+            QuicTransport::start_with_socket(config(1, 2), socket_one).expect("restart node 1");
+        assert!(deliver(&one, PeerId(2), &mut incoming_two, b"restarted one to two").await);
+        assert!(deliver(&two, PeerId(1), &mut incoming_one, b"two to restarted one").await);
 
         one.shutdown().await;
         two.shutdown().await;
