@@ -73,3 +73,145 @@ async fn lagging_follower_installs_a_snapshot() {
     cluster.assert_same_applied(leader, WAIT).await;
     cluster.stop_all().await;
 }
+
+/// The last index recorded in a node's snapshot file (bytes 16..24, see
+/// the file format in the node's storage docs); 0 if there is none yet.
+fn snapshot_index(cluster: &Cluster, id: NodeId) -> u64 {
+    let path = cluster
+        .dir
+        .path()
+        .join(format!("node-{}", id.0))
+        .join("snapshot");
+    match std::fs::read(&path) {
+        Ok(bytes) if bytes.len() >= 24 && &bytes[..8] == b"BARGESNP" => {
+            u64::from_le_bytes(bytes[16..24].try_into().expect("8 bytes"))
+        }
+        Ok(bytes) => panic!(
+            "{} is not a snapshot file ({} bytes)",
+            path.display(),
+            bytes.len()
+        ),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => 0,
+        Err(error) => panic!("reading {}: {error}", path.display()),
+    }
+}
+
+/// The first index of the oldest segment in a node's log (1 until
+/// compaction removes a segment).
+fn log_first_index(cluster: &Cluster, id: NodeId) -> u64 {
+    let dir = cluster
+        .dir
+        .path()
+        .join(format!("node-{}", id.0))
+        .join("log");
+    std::fs::read_dir(&dir)
+        .expect("log directory")
+        .filter_map(|entry| {
+            let name = entry.expect("directory entry").file_name();
+            let stem = name.to_str()?.strip_suffix(".wal")?.to_owned();
+            let (sequence, first) = stem.split_once('-')?;
+            (sequence.len() == 16).then(|| u64::from_str_radix(first, 16).ok())?
+        })
+        .min()
+        .expect("at least one segment")
+}
+
+/// Snapshots are taken many times while proposals stream in (their file
+/// writes and the compaction after them run beside the Raft thread), a
+/// follower restarts in the middle, and afterwards every node restarts from
+/// its own snapshot file plus the compacted log with every entry intact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_snapshots_under_load_then_restart_from_them() {
+    const SMALL_THRESHOLD: u64 = 64;
+    const PROPOSERS: usize = 16;
+    const EACH: usize = 150;
+    // 2,400 entries of 2 KiB: about five 1 MiB segments, so compaction has
+    // whole segments to remove, and about 37 snapshot thresholds.
+    const PAYLOAD_BYTES: usize = 2048;
+    let mut cluster = Cluster::start_tuned(3, 0, |config| {
+        config.raft.snapshot_log_entries_threshold = SMALL_THRESHOLD;
+        config.log.segment_bytes = 1 << 20;
+    })
+    .await;
+    let leader = cluster.leader(WAIT).await;
+    let total = (PROPOSERS * EACH) as u64;
+    let proposers: Vec<_> = (0..PROPOSERS)
+        .map(|proposer| {
+            let node = std::sync::Arc::clone(&cluster.nodes[&leader]);
+            tokio::spawn(async move {
+                for i in 0..EACH {
+                    let mut payload = format!("p{proposer}-{i}-").into_bytes();
+                    payload.resize(PAYLOAD_BYTES, b'.');
+                    let payload = Bytes::from(payload);
+                    let deadline = tokio::time::Instant::now() + WAIT;
+                    loop {
+                        match node.propose(payload.clone()).await {
+                            Ok(_) => break,
+                            Err(barge::node::NodeError::Overloaded)
+                                if tokio::time::Instant::now() < deadline =>
+                            {
+                                tokio::time::sleep(Duration::from_millis(5)).await;
+                            }
+                            Err(error) => panic!("proposal {proposer}/{i} failed: {error}"),
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+
+    // A follower restarts while the load runs: it comes back from its own
+    // snapshot and log, then catches up.
+    cluster.wait_applied(leader, total / 3, WAIT).await;
+    let follower = NodeId(leader.0 % 3 + 1);
+    cluster.stop(follower).await;
+    cluster.restart(follower).await;
+    for proposer in proposers {
+        proposer.await.expect("proposer task");
+    }
+    assert_eq!(cluster.leader(WAIT).await, leader, "leadership moved");
+
+    // Each node's last snapshot follows its applied index to within one
+    // threshold (a request made while a write ran is taken right after).
+    for id in cluster.nodes.keys().copied().collect::<Vec<_>>() {
+        cluster.wait_applied(id, total, WAIT).await;
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while snapshot_index(&cluster, id) + SMALL_THRESHOLD < total {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "node {id}: snapshot at {} of {total} applied",
+                snapshot_index(&cluster, id)
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // Compaction removed whole segments below the snapshots (a node
+        // that installed a leader's snapshot has a replaced log instead).
+        if cluster.nodes[&id].metrics().snapshots_installed == 0 {
+            let first = log_first_index(&cluster, id);
+            assert!(first > 1, "node {id}: log still starts at {first}");
+            assert!(first <= snapshot_index(&cluster, id) + 1);
+        }
+    }
+
+    // Every node restarts from its own snapshot plus the log after it.
+    for id in cluster.nodes.keys().copied().collect::<Vec<_>>() {
+        cluster.stop(id).await;
+    }
+    for id in 1..=3 {
+        cluster.restart(NodeId(id)).await;
+    }
+    let leader = cluster.leader(WAIT).await;
+    cluster.propose(Bytes::from_static(b"after"), WAIT).await;
+    cluster.assert_same_applied(leader, WAIT).await;
+    let applied = cluster.machines[&leader].applied.lock().clone();
+    let mut payloads: Vec<&[u8]> = applied
+        .iter()
+        .map(|(_, payload)| &payload[..])
+        .filter(|payload| *payload != b"after")
+        .collect();
+    payloads.sort_unstable();
+    payloads.dedup();
+    assert_eq!(payloads.len(), applied.len() - 1, "an entry applied twice");
+    assert_eq!(payloads.len() as u64, total, "entries lost across restarts");
+    cluster.stop_all().await;
+}

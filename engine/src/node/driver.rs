@@ -21,6 +21,7 @@ use crossbeam_channel::Receiver;
 use tokio::sync::{mpsc, oneshot, Notify};
 
 use super::error::NodeError;
+use super::snapshots::SnapshotWorker;
 use super::state_machine::StateMachine;
 use super::storage::{self, LogSettings};
 use super::{Request, Shared};
@@ -106,7 +107,8 @@ struct PendingWrite {
 
 pub(super) struct Driver {
     pub(super) core: Raft,
-    pub(super) wal: Option<Wal>,
+    /// Shared with the `barge-snapshot` thread only while it compacts.
+    pub(super) wal: Option<Arc<Wal>>,
     pub(super) wal_completions: Receiver<Completion>,
     pub(super) wal_wake: Arc<Notify>,
     pub(super) log_settings: LogSettings,
@@ -127,6 +129,12 @@ pub(super) struct Driver {
     read_next: u64,
     pending_writes: VecDeque<PendingWrite>,
     overloaded: bool,
+    snapshots: SnapshotWorker,
+    /// The core asked for a snapshot while the previous one was still being
+    /// written; taken once that finishes.
+    snapshot_wanted: bool,
+    /// Highest index a submitted snapshot job compacts the log up to.
+    compaction_covered: LogIndex,
     entries_scratch: Vec<Entry>,
     responses_scratch: Vec<Bytes>,
 }
@@ -137,6 +145,7 @@ impl Driver {
         core: Raft,
         wal: Wal,
         wal_wake: Arc<Notify>,
+        snapshots: SnapshotWorker,
         log_settings: LogSettings,
         data_dir: PathBuf,
         transport: Arc<QuicTransport>,
@@ -150,7 +159,7 @@ impl Driver {
         let wal_completions = wal.completions();
         Driver {
             core,
-            wal: Some(wal),
+            wal: Some(Arc::new(wal)),
             wal_completions,
             wal_wake,
             log_settings,
@@ -171,6 +180,9 @@ impl Driver {
             read_next: 1,
             pending_writes: VecDeque::new(),
             overloaded: false,
+            snapshots,
+            snapshot_wanted: false,
+            compaction_covered: LogIndex(0),
             entries_scratch: Vec::new(),
             responses_scratch: Vec::new(),
         }
@@ -188,7 +200,7 @@ impl Driver {
         // The core may have actions from recovery (none today, but cheap).
         if let Err(error) = self.dispatch() {
             self.fail(error);
-            return self.wal.take();
+            return self.close();
         }
         loop {
             let accepting = !self.overloaded;
@@ -209,11 +221,26 @@ impl Driver {
             }
         }
         self.stop_waiters(NodeError::Stopped);
-        self.wal.take()
+        self.close()
+    }
+
+    /// Waits for the snapshot job in flight, then hands back the log.
+    fn close(&mut self) -> Option<Wal> {
+        if let Some(Err(error)) = self.snapshots.wait() {
+            tracing::error!(%error, "snapshot write failed during shutdown");
+            self.shared.set_failed(error);
+        }
+        self.wal.take().and_then(|wal| {
+            // The worker dropped its reference before reporting.
+            Arc::try_unwrap(wal)
+                .map_err(|_| tracing::error!("the log is still shared at shutdown; not closed"))
+                .ok()
+        })
     }
 
     /// Takes everything queued, then feeds the core and dispatches.
     fn iterate(&mut self) -> Result<(), NodeError> {
+        self.finish_snapshot()?;
         self.drain_completions()?;
         for _ in 0..DRAIN_PER_SOURCE_MAX {
             match self.incoming.try_recv() {
@@ -240,7 +267,7 @@ impl Driver {
         self.dispatch()?;
         self.shared.publish(
             &self.core,
-            self.wal.as_ref(),
+            self.wal.as_deref(),
             self.transport.as_ref(),
             false,
         );
@@ -261,8 +288,12 @@ impl Driver {
                 self.transfer = Some(transfer);
             }
         }
-        self.shared
-            .publish(&self.core, self.wal.as_ref(), self.transport.as_ref(), true);
+        self.shared.publish(
+            &self.core,
+            self.wal.as_deref(),
+            self.transport.as_ref(),
+            true,
+        );
     }
 
     fn on_delivery(&mut self, delivery: Delivery) {
@@ -443,7 +474,7 @@ impl Driver {
 
     fn wal(&self) -> Result<&Wal, NodeError> {
         self.wal
-            .as_ref()
+            .as_deref()
             .ok_or_else(|| NodeError::Storage("the log is closed".to_owned()))
     }
 
@@ -538,11 +569,16 @@ impl Driver {
                     });
                 }
                 Action::CompactLog { up_to } => {
-                    // Compaction waits for a sync and removes files; a
-                    // failure leaves extra segments, harmless, so it is
-                    // logged rather than fatal.
-                    if let Err(error) = self.wal()?.compact(up_to.0 + 1) {
-                        tracing::warn!(%error, up_to = up_to.0, "log compaction failed");
+                    // The core asks for this right after a snapshot is
+                    // created, and that snapshot's job compacts once its
+                    // file is durable. Compaction is optional, so anything
+                    // beyond (not expected) waits for the next snapshot.
+                    if up_to > self.compaction_covered {
+                        tracing::debug!(
+                            up_to = up_to.0,
+                            covered = self.compaction_covered.0,
+                            "compaction deferred to the next snapshot"
+                        );
                     }
                 }
                 Action::Send { to, message } => self.send(to, message),
@@ -721,7 +757,29 @@ impl Driver {
         }
     }
 
+    /// Picks up a finished snapshot job; takes the snapshot the core asked
+    /// for meanwhile, if any.
+    fn finish_snapshot(&mut self) -> Result<(), NodeError> {
+        if let Some(outcome) = self.snapshots.try_finish() {
+            outcome?;
+            if std::mem::take(&mut self.snapshot_wanted) {
+                // Between iterations the state machine has applied exactly
+                // the core's applied index.
+                self.take_snapshot(self.core.applied_index())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Asks the state machine for a snapshot at `applied` (its current
+    /// state), gives it to the core, and hands the file write and the
+    /// compaction after it to the `barge-snapshot` thread. While a previous
+    /// job runs, the request waits for it instead.
     fn take_snapshot(&mut self, applied: LogIndex) -> Result<(), NodeError> {
+        if self.snapshots.is_busy() {
+            self.snapshot_wanted = true;
+            return Ok(());
+        }
         let data = match self.state_machine.snapshot() {
             Ok(data) => data,
             Err(error) => {
@@ -738,8 +796,8 @@ impl Driver {
             tracing::warn!(%error, "core refused the snapshot");
             return Ok(());
         }
-        // The core now compacts below the snapshot: make the snapshot
-        // durable before the CompactLog it queued is carried out.
+        // The core now compacts its memory below the snapshot and queues a
+        // CompactLog: the job makes the snapshot durable, then compacts.
         let meta =
             self.core
                 .snapshot_meta()
@@ -748,12 +806,23 @@ impl Driver {
                     last,
                     membership: self.core.committed_membership().clone(),
                 });
-        storage::write_snapshot(&self.data_dir, &Snapshot { meta, data })
-            .map_err(|error| NodeError::Storage(error.to_string()))
+        let wal = Arc::clone(
+            self.wal
+                .as_ref()
+                .ok_or_else(|| NodeError::Storage("the log is closed".to_owned()))?,
+        );
+        self.compaction_covered = self.compaction_covered.max(last.index);
+        self.snapshots.submit(Snapshot { meta, data }, wal)
     }
 
     fn install_snapshot(&mut self, snapshot: Snapshot) -> Result<(), NodeError> {
         let last = snapshot.meta.last;
+        // A local snapshot still being written would overwrite this newer
+        // file, and its worker shares the log this may replace: let it
+        // finish first (installs are rare; the wait is one file write).
+        if let Some(outcome) = self.snapshots.wait() {
+            outcome?;
+        }
         storage::write_snapshot(&self.data_dir, &snapshot)
             .map_err(|error| NodeError::Storage(error.to_string()))?;
         self.state_machine
@@ -778,6 +847,13 @@ impl Driver {
                 .wal
                 .take()
                 .ok_or_else(|| NodeError::Storage("the log is closed".to_owned()))?;
+            // No snapshot job runs (waited for above), and the worker drops
+            // its reference before reporting.
+            let old = Arc::try_unwrap(old).map_err(|_| {
+                NodeError::Storage(
+                    "driver bug: the log is shared during a snapshot install".to_owned(),
+                )
+            })?;
             let wake = Arc::clone(&self.wal_wake);
             let hard_state = self.core.hard_state();
             let wal = storage::replace_log(
@@ -790,7 +866,7 @@ impl Driver {
             )
             .map_err(|error| NodeError::Storage(error.to_string()))?;
             self.wal_completions = wal.completions();
-            self.wal = Some(wal);
+            self.wal = Some(Arc::new(wal));
             // The replaced log holds the current hard state durably; every
             // write pending in the old log is superseded by the snapshot.
             self.pending_writes.clear();

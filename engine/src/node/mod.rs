@@ -1,5 +1,5 @@
-//! The node: the core, the log and the transport on two named threads, and
-//! the embedding API.
+//! The node: the core, the log and the transport on a few named threads,
+//! and the embedding API.
 //!
 //! # Threads
 //!
@@ -11,15 +11,13 @@
 //!   through io_uring, completions back over a channel plus a wake-up.
 //! - `barge-net` runs the QUIC endpoint (one Tokio worker): connections,
 //!   streams, TLS. Frames reach the Raft thread through bounded queues.
-//!
-//! Known limit: the Raft thread itself writes and fsyncs the snapshot file
-//! (`StateMachine::snapshot`, then `storage::write_snapshot`) and waits for
-//! the log's compaction below it (`Wal::compact` syncs). While it does, it
-//! handles no ticks, messages or requests; with large snapshots this can
-//! outlast an election timeout (the load generator saw a leader change at a
-//! 512 MiB snapshot threshold; none at the 64 MiB default). Moving both to
-//! a helper thread, with compaction ordered after the snapshot's fsync, is
-//! the planned fix.
+//! - `barge-snapshot` makes snapshots durable off the Raft thread: the Raft
+//!   thread asks the state machine for its bytes (`StateMachine::snapshot`)
+//!   and gives them to the core, then hands the file write (fsync, rename,
+//!   directory fsync) and the log's compaction below it to this thread, one
+//!   job at a time; compaction starts only once the file is durable. The
+//!   outcome comes back through the log's wake-up. A snapshot the core asks
+//!   for while a job runs is taken when it finishes.
 //!
 //! Callers talk to `barge-raft` through one bounded request queue
 //! ([`NodeConfig::request_queue_max`]): when it is full, `propose` waits;
@@ -76,6 +74,7 @@ mod driver;
 mod error;
 mod http;
 mod metrics;
+mod snapshots;
 mod state_machine;
 mod storage;
 
@@ -374,12 +373,25 @@ impl Node {
                         return None;
                     }
                 };
+                let wake = Arc::clone(&wal_wake);
+                let snapshots =
+                    match snapshots::SnapshotWorker::start(config.data_dir.clone(), move || {
+                        wake.notify_one()
+                    }) {
+                        Ok(snapshots) => snapshots,
+                        Err(error) => {
+                            let _ = ready_sender.send(Err(StartError::Runtime(error)));
+                            let _ = recovered.wal.shutdown();
+                            return None;
+                        }
+                    };
                 let wire_limits = wire_limits(&config);
                 let election_timeout_ticks = config.raft.election_timeout_ticks_max;
                 let driver = driver::Driver::new(
                     core,
                     recovered.wal,
                     wal_wake,
+                    snapshots,
                     settings,
                     config.data_dir.clone(),
                     thread_transport,
