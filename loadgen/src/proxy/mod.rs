@@ -367,8 +367,18 @@ fn validate(config: &ProxyConfig) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Kernel buffer size asked for on every proxy socket, each way. The
+/// default (about 200 KiB) overflows under a QUIC burst, which would add
+/// loss nobody configured; the kernel caps the request at
+/// `net.core.rmem_max` / `wmem_max`, and memory is only used while
+/// datagrams wait.
+const SOCKET_BUFFER_BYTES: usize = 4 * 1024 * 1024;
+
 fn bind_loopback() -> std::io::Result<UdpSocket> {
     let socket = UdpSocket::bind("127.0.0.1:0")?;
     socket.set_nonblocking(true)?;
+    let options = socket2::SockRef::from(&socket);
+    options.set_recv_buffer_size(SOCKET_BUFFER_BYTES)?;
+    options.set_send_buffer_size(SOCKET_BUFFER_BYTES)?;
     Ok(socket)
 }
