@@ -21,7 +21,7 @@ use super::{LinkFaults, NodeId, ProxyConfig};
 /// The largest UDP payload there is; no receive buffer needs more.
 const UDP_PAYLOAD_BYTES_MAX: usize = 65_535;
 
-/// A socket error that persists (not an ICMP report consumed by one read)
+/// A socket error that persists (unlike an ICMP report, consumed by one read)
 /// would otherwise make a receive loop spin; this pause bounds the spin.
 const RECEIVE_ERROR_PAUSE: Duration = Duration::from_millis(1);
 
@@ -290,11 +290,18 @@ async fn receive(
             None
         }
         Ok(received) => Some(received),
-        Err(_) => {
-            // Mostly ICMP "port unreachable" for an earlier send to a node
-            // that is down; Linux reports it on the next receive.
+        Err(error) => {
             bump(&shared.counters.io_errors);
-            tokio::time::sleep(RECEIVE_ERROR_PAUSE).await;
+            // A reported ICMP error (only with IP_RECVERR, which the proxy
+            // does not set) is consumed by the read that returns it; any
+            // other error may repeat, and must not make this loop spin.
+            let reported_once = matches!(
+                error.kind(),
+                std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::ConnectionReset
+            );
+            if !reported_once {
+                tokio::time::sleep(RECEIVE_ERROR_PAUSE).await;
+            }
             None
         }
     }

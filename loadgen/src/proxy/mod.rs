@@ -118,7 +118,9 @@ pub struct ProxyConfig {
     /// Seed of the generator behind every loss, duplication and delay choice.
     pub seed: u64,
     /// Bound on datagrams held for delay at once; the excess is dropped and
-    /// counted in [`ProxyStats::dropped_overflow`].
+    /// counted in [`ProxyStats::dropped_overflow`]. Each held datagram takes
+    /// its own length, so held memory stays below `delayed_packets_max *
+    /// datagram_bytes_max` (QUIC datagrams are about 1.2 to 1.5 KB).
     pub delayed_packets_max: usize,
     /// Largest datagram forwarded; larger ones are dropped and counted in
     /// [`ProxyStats::dropped_oversized`]. 65535 passes every UDP datagram.
@@ -126,13 +128,13 @@ pub struct ProxyConfig {
 }
 
 impl ProxyConfig {
-    /// A configuration for `nodes` with seed 0, at most 65,536 held
+    /// A configuration for `nodes` with seed 0, at most 16,384 held
     /// datagrams and datagrams up to 65,535 bytes.
     pub fn new(nodes: Vec<(NodeId, SocketAddr)>) -> ProxyConfig {
         ProxyConfig {
             nodes,
             seed: 0,
-            delayed_packets_max: 65_536,
+            delayed_packets_max: 16_384,
             datagram_bytes_max: 65_535,
         }
     }
@@ -158,9 +160,10 @@ pub struct ProxyStats {
     pub dropped_unknown: u64,
     /// Dropped because they were larger than `datagram_bytes_max`.
     pub dropped_oversized: u64,
-    /// Socket errors on receive or send (for example an ICMP "port
-    /// unreachable" while a node is down); the datagram is lost, the proxy
-    /// goes on.
+    /// Socket errors on receive or send; the datagram is lost and the
+    /// proxy goes on. (A node that is down is no error: without
+    /// `IP_RECVERR` Linux does not report "port unreachable" on an
+    /// unconnected socket, so datagrams to it just vanish.)
     pub io_errors: u64,
 }
 
@@ -239,7 +242,8 @@ impl FaultProxy {
         self.shared.links.write().insert((from, to), faults);
     }
 
-    /// Sets the same faults on every directed link.
+    /// Sets the same faults on every directed link (including `blocked`, so
+    /// this also replaces any partition).
     pub fn set_all(&self, faults: LinkFaults) {
         let mut links = self.shared.links.write();
         for &from in &self.node_ids {
