@@ -302,7 +302,7 @@ fn stale_read_is_a_violation() {
         get(4, "x", Some("b"), 60, 61),
     ];
     let culprit = history[4].clone();
-    let failing = assert_violation(&history, "x", &culprit, 3);
+    let failing = assert_violation(&history, "x", &culprit, 4);
     assert!(
         failing.contains(&history[2]),
         "the newer write explains the violation"

@@ -79,6 +79,7 @@
 //! ```
 
 mod history;
+mod memo;
 mod render;
 mod search;
 mod shrink;
@@ -90,6 +91,11 @@ pub use render::render;
 
 use history::KeyHistory;
 use search::{Budget, SearchResult};
+
+/// Each search while shrinking may take this many times the steps the
+/// refutation of the whole key took, and at least [`SHRINK_STEPS_MIN`].
+const SHRINK_STEPS_FACTOR: u64 = 20;
+const SHRINK_STEPS_MIN: u64 = 200_000;
 
 /// A key of the KV model.
 pub type Key = String;
@@ -227,8 +233,16 @@ pub fn check(history: &[Operation], limits: &Limits) -> Verdict {
             SearchResult::GaveUp(reason) => {
                 gave_up.get_or_insert_with(|| format!("key {key:?}: {reason}"));
             }
-            SearchResult::NotLinearizable(_) => {
-                let failing = shrink::shrink(&key_history.operations(), &budget);
+            SearchResult::NotLinearizable(failure) => {
+                // Shrinking searches weakened histories, some much harder
+                // than the original: a step cap per search keeps one of
+                // them from eating the whole time limit.
+                let steps_max = failure
+                    .steps
+                    .saturating_mul(SHRINK_STEPS_FACTOR)
+                    .max(SHRINK_STEPS_MIN);
+                let failing =
+                    shrink::shrink(&key_history.operations(), &budget.with_steps_max(steps_max));
                 let explanation = shrink::explain(&failing, &budget);
                 return Verdict::NotLinearizable {
                     key: key.to_owned(),

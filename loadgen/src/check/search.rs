@@ -10,11 +10,30 @@
 //! order on backtracking, as in dancing links); the search succeeds when the
 //! definite list is empty, leaving the remaining indeterminate operations
 //! never taking effect.
+//!
+//! One pruning rule keeps indeterminate operations from multiplying the
+//! search space (without it, every failed node tries every subset of the
+//! pending indeterminate writes): an indeterminate operation is never
+//! directly followed by a blind write (a put). Any linearization can be put
+//! in that form by dropping each indeterminate operation so followed, since
+//! the put hides its effect and it may as well never have happened; so the
+//! rule loses no linearization. Whether the last linearized operation was
+//! indeterminate is part of the memoised state, because it changes which
+//! continuations a node explores.
+//!
+//! Indeterminate operations with equal steps (most often puts of values no
+//! read observes, which all count as one state) are interchangeable once
+//! invoked, so only the earliest-invoked unconsumed one of each class is
+//! ever tried.
+//!
+//! The memo also applies subsumption (see [`Memo`]): a node that differs
+//! from a visited one only by having consumed more indeterminate operations
+//! can do nothing the visited one could not.
 
-use std::collections::HashSet;
 use std::time::Instant;
 
 use super::history::{KeyHistory, State, ABSENT};
+use super::memo::{Linearized, Memo};
 
 /// How often (in search steps) the clock is read.
 const STEPS_PER_CLOCK_READ: u64 = 1024;
@@ -26,6 +45,8 @@ pub(super) struct Budget {
     pub(super) deadline: Option<Instant>,
     /// Most memoised (linearized set, state) pairs per search.
     pub(super) states_max: usize,
+    /// Most search steps per search.
+    pub(super) steps_max: u64,
 }
 
 impl Budget {
@@ -33,6 +54,15 @@ impl Budget {
         Budget {
             deadline,
             states_max,
+            steps_max: u64::MAX,
+        }
+    }
+
+    /// The same deadline, with at most `steps_max` steps per search.
+    pub(super) fn with_steps_max(&self, steps_max: u64) -> Self {
+        Budget {
+            steps_max,
+            ..self.clone()
         }
     }
 
@@ -61,6 +91,8 @@ pub(super) struct Deepest {
     /// The pending definite operation that returned first: nothing could be
     /// linearized in time for it (index into the history's operations).
     pub(super) blocked: Option<usize>,
+    /// How many steps the search took to fail.
+    pub(super) steps: u64,
 }
 
 const NIL: u32 = u32::MAX;
@@ -173,78 +205,6 @@ struct Frame {
     boundary: u32,
 }
 
-/// The set of linearized operations: one bitset for definite operations (in
-/// call order, so it is mostly an all-ones prefix, stored in the memo as a
-/// count) and one for indeterminate operations.
-#[derive(Debug)]
-struct Linearized {
-    definite: Vec<u64>,
-    indeterminate: Vec<u64>,
-    /// Words of `definite` before this one are all ones.
-    full_words: usize,
-    /// Words of `definite` from this one on are all zeros.
-    end_words: usize,
-}
-
-/// A memoised (linearized set, state) pair, with the definite set's all-ones
-/// prefix and all-zeros suffix cut off.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-struct MemoKey {
-    state: State,
-    full_words: u32,
-    words: Box<[u64]>,
-}
-
-impl Linearized {
-    fn new(definite_count: usize, indeterminate_count: usize) -> Self {
-        Linearized {
-            definite: vec![0; definite_count.div_ceil(64)],
-            indeterminate: vec![0; indeterminate_count.div_ceil(64)],
-            full_words: 0,
-            end_words: 0,
-        }
-    }
-
-    fn flip(&mut self, cursor: Cursor, bit: u32) {
-        let word = bit as usize / 64;
-        let mask = 1u64 << (bit % 64);
-        match cursor {
-            Cursor::Indeterminate(_) => self.indeterminate[word] ^= mask,
-            Cursor::Definite(_) => {
-                self.definite[word] ^= mask;
-                if self.definite[word] & mask != 0 {
-                    self.end_words = self.end_words.max(word + 1);
-                    while self.full_words < self.definite.len()
-                        && self.definite[self.full_words] == u64::MAX
-                    {
-                        self.full_words += 1;
-                    }
-                } else {
-                    self.full_words = self.full_words.min(word);
-                    while self.end_words > self.full_words && self.definite[self.end_words - 1] == 0
-                    {
-                        self.end_words -= 1;
-                    }
-                }
-            }
-        }
-    }
-
-    fn key(&self, state: State) -> MemoKey {
-        let end_words = self.end_words.max(self.full_words);
-        let middle = &self.definite[self.full_words..end_words];
-        let mut words = Vec::with_capacity(middle.len() + self.indeterminate.len());
-        words.extend_from_slice(middle);
-        words.extend_from_slice(&self.indeterminate);
-        MemoKey {
-            state,
-            // Cannot overflow: the bitset has fewer words than events.
-            full_words: self.full_words as u32,
-            words: words.into_boxed_slice(),
-        }
-    }
-}
-
 /// The two lists built from one key's history.
 struct Lists {
     definite: List,
@@ -299,7 +259,10 @@ impl Lists {
 pub(super) fn search(history: &KeyHistory<'_>, budget: &Budget, record: bool) -> SearchResult {
     let mut lists = Lists::new(history);
     let mut linearized = Linearized::new(lists.definite_count, lists.indeterminate_count);
-    let mut memo: HashSet<MemoKey> = HashSet::new();
+    let mut memo = Memo::default();
+    // Per class of interchangeable indeterminate operations, how many have
+    // taken effect: always its earliest-invoked members.
+    let mut consumed = vec![0u32; history.classes];
     let mut stack: Vec<Frame> = Vec::new();
     let mut deepest = Deepest::default();
     let mut state: State = ABSENT;
@@ -313,6 +276,9 @@ pub(super) fn search(history: &KeyHistory<'_>, budget: &Budget, record: bool) ->
             return SearchResult::Linearizable;
         }
         steps += 1;
+        if steps > budget.steps_max {
+            return SearchResult::GaveUp(format!("step limit of {} reached", budget.steps_max));
+        }
         if steps.is_multiple_of(STEPS_PER_CLOCK_READ) && budget.expired() {
             return SearchResult::GaveUp(format!(
                 "time limit reached after {steps} search steps and {} states",
@@ -346,6 +312,7 @@ pub(super) fn search(history: &KeyHistory<'_>, budget: &Budget, record: bool) ->
             // Every candidate failed here: undo the last linearization and
             // try the candidate after it.
             let Some(frame) = stack.pop() else {
+                deepest.steps = steps;
                 return SearchResult::NotLinearizable(deepest);
             };
             state = frame.state_before;
@@ -353,24 +320,36 @@ pub(super) fn search(history: &KeyHistory<'_>, budget: &Budget, record: bool) ->
             cursor = match frame.cursor {
                 Cursor::Definite(index) => {
                     lists.definite.unlift(index);
-                    linearized.flip(frame.cursor, lists.definite.entries[index as usize].bit);
+                    linearized.flip(false, lists.definite.entries[index as usize].bit);
                     Cursor::Definite(lists.definite.entries[index as usize].next)
                 }
                 Cursor::Indeterminate(index) => {
                     lists.indeterminate.unlift(index);
-                    linearized.flip(
-                        frame.cursor,
-                        lists.indeterminate.entries[index as usize].bit,
-                    );
+                    let operation = &history.operations
+                        [lists.indeterminate.entries[index as usize].operation as usize];
+                    consumed[operation.class as usize] -= 1;
+                    linearized.flip(true, lists.indeterminate.entries[index as usize].bit);
                     Cursor::Indeterminate(lists.indeterminate.entries[index as usize].next)
                 }
             };
             continue;
         };
-        let step = history.operations[entry.operation as usize].step;
-        if let Some(next_state) = step.apply(state) {
-            linearized.flip(cursor, entry.bit);
-            if memo.insert(linearized.key(next_state)) {
+        let operation = &history.operations[entry.operation as usize];
+        let step = operation.step;
+        let indeterminate = matches!(cursor, Cursor::Indeterminate(_));
+        let after_indeterminate = stack
+            .last()
+            .is_some_and(|frame| matches!(frame.cursor, Cursor::Indeterminate(_)));
+        let applied = if (after_indeterminate && step.is_blind_write())
+            || (indeterminate && consumed[operation.class as usize] != operation.rank)
+        {
+            None
+        } else {
+            step.apply(state)
+        };
+        if let Some(next_state) = applied {
+            linearized.flip(indeterminate, entry.bit);
+            if memo.insert(&linearized, next_state, indeterminate) {
                 if memo.len() > budget.states_max {
                     return SearchResult::GaveUp(format!(
                         "state limit of {} reached after {steps} search steps",
@@ -385,12 +364,15 @@ pub(super) fn search(history: &KeyHistory<'_>, budget: &Budget, record: bool) ->
                 state = next_state;
                 match cursor {
                     Cursor::Definite(_) => lists.definite.lift(index),
-                    Cursor::Indeterminate(_) => lists.indeterminate.lift(index),
+                    Cursor::Indeterminate(_) => {
+                        lists.indeterminate.lift(index);
+                        consumed[operation.class as usize] += 1;
+                    }
                 }
                 cursor = Cursor::Definite(lists.definite.first());
                 continue;
             }
-            linearized.flip(cursor, entry.bit);
+            linearized.flip(indeterminate, entry.bit);
         }
         cursor = match cursor {
             Cursor::Definite(_) => Cursor::Definite(entry.next),
@@ -413,5 +395,6 @@ fn record_deepest(lists: &Lists, stack: &[Frame], state: State, blocked: u32) ->
         order,
         state,
         blocked: Some(blocked as usize),
+        steps: 0,
     }
 }

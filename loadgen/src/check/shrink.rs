@@ -1,8 +1,6 @@
 //! Shrinking a failing key history to a small failing sub-history (delta
 //! debugging), and explaining why it fails.
 
-use std::collections::HashSet;
-
 use super::history::KeyHistory;
 use super::render::describe;
 use super::search::{search, Budget, SearchResult};
@@ -10,64 +8,128 @@ use super::{Op, Operation, Outcome};
 
 /// Returns a sub-history of `operations` (one key, invocation order, known
 /// not to be linearizable) that is still not linearizable, as small as the
-/// time budget allows: first the shortest failing prefix found by bisection,
-/// then removal of ever smaller windows of operations (ddmin), keeping each
-/// removal after which the rest still fails.
+/// time budget allows.
 ///
-/// A removal that would leave a read (or a successful `CAS`) observing a
-/// value whose writers were all removed is not tried: the result would
-/// "fail" only because the value is no longer written, hiding the real
-/// culprit behind a read of a value never written.
+/// Plain removal of operations is misleading: the rest can fail for a new
+/// reason (remove the writes before a read and the read "sees a value never
+/// written"). So the shrinker weakens instead of removing: an operation it
+/// drops from the result stays in the searched history as indeterminate,
+/// free to take effect at any time after its invocation or never. Weakening
+/// only adds linearizations, so each accepted step still proves the
+/// original history wrong; and the final kept operations fail on their own
+/// too (dropping indeterminate operations only removes options).
+///
+/// The result then gets back, for readability, the writes of the values its
+/// operations observed (a definite put or swap of that value, when there
+/// are at most two): adding operations back still fails, by the same
+/// monotonicity.
+///
+/// First bisection finds a short prefix of definite operations to keep
+/// (the rest weakened), then windows of ever smaller size are weakened in
+/// turn (ddmin), keeping each weakening after which the history still fails.
 pub(super) fn shrink<'a>(operations: &[&'a Operation], budget: &Budget) -> Vec<&'a Operation> {
-    let written_anywhere = written_values(operations);
-    let fails = |candidate: &[&'a Operation]| {
-        !candidate.is_empty()
-            && observed_writes_kept(candidate, &written_anywhere)
+    let definite: Vec<usize> = (0..operations.len())
+        .filter(|&index| operations[index].outcome != Outcome::Indeterminate)
+        .collect();
+    let fails = |kept: &[usize]| {
+        let mut keep = vec![false; operations.len()];
+        for &index in kept {
+            keep[index] = true;
+        }
+        // Operations invoked after every kept one returned can take effect
+        // last, or never: they cannot matter, and leaving them out keeps
+        // the search small.
+        let horizon_ns = kept
+            .iter()
+            .map(|&index| operations[index].completed_ns.unwrap_or(u64::MAX))
+            .max()
+            .unwrap_or(0);
+        let relevant: Vec<&'a Operation> = (0..operations.len())
+            .filter(|&index| keep[index] || operations[index].invoked_ns <= horizon_ns)
+            .map(|index| operations[index])
+            .collect();
+        let keep: Vec<bool> = (0..operations.len())
+            .filter(|&index| keep[index] || operations[index].invoked_ns <= horizon_ns)
+            .map(|index| keep[index])
+            .collect();
+        !kept.is_empty()
             && matches!(
-                search(&KeyHistory::new(candidate), budget, false),
+                search(
+                    &KeyHistory::weakened(&relevant, |index| !keep[index]),
+                    budget,
+                    false
+                ),
                 SearchResult::NotLinearizable(_)
             )
     };
 
-    // Bisect for a short failing prefix. Failure is not monotone in the
-    // prefix length (a later write can explain an earlier read), so `high`
-    // only ever moves to a length seen failing.
-    let (mut low, mut high) = (1, operations.len());
+    // Bisect for a short failing prefix of the definite operations. Failure
+    // is monotone in the prefix kept (a longer prefix weakens less), so
+    // this finds the shortest.
+    let (mut low, mut high) = (1, definite.len());
     while low < high && !budget.expired() {
         let middle = low + (high - low) / 2;
-        if fails(&operations[..middle]) {
+        if fails(&definite[..middle]) {
             high = middle;
         } else {
             low = middle + 1;
         }
     }
-    let mut current: Vec<&'a Operation> = operations[..high].to_vec();
+    let kept: Vec<usize> = definite[..high].to_vec();
 
-    let mut window = (current.len() / 2).max(1);
+    // Reads first, so that the writes they saw stay as context; then all.
+    let is_read = |index: usize| matches!(operations[index].op, Op::Get { .. });
+    let kept = weaken_windows(kept, is_read, &fails, budget);
+    let kept = weaken_windows(kept, |_| true, &fails, budget);
+    with_writes(operations, kept)
+}
+
+/// Delta debugging: weakens windows of ever smaller size among the `kept`
+/// operations for which `weakenable` holds, keeping each weakening after
+/// which `fails` still holds, until no single one can go or time is up.
+fn weaken_windows(
+    mut kept: Vec<usize>,
+    weakenable: impl Fn(usize) -> bool,
+    fails: &impl Fn(&[usize]) -> bool,
+    budget: &Budget,
+) -> Vec<usize> {
+    let candidates = kept.iter().filter(|&&index| weakenable(index)).count();
+    let mut window = (candidates / 2).max(1);
     loop {
-        let mut removed_any = false;
+        let mut weakened_any = false;
         let mut start = 0;
-        while start < current.len() {
+        loop {
             if budget.expired() {
-                return current;
+                return kept;
             }
-            let end = (start + window).min(current.len());
-            let candidate: Vec<&'a Operation> = current[..start]
+            // The next `window` weakenable operations from position `start`.
+            let Some(first) = (start..kept.len()).find(|&position| weakenable(kept[position]))
+            else {
+                break;
+            };
+            let chosen: Vec<usize> = (first..kept.len())
+                .filter(|&position| weakenable(kept[position]))
+                .take(window)
+                .collect();
+            let end = chosen.last().map_or(first, |&last| last + 1);
+            let candidate: Vec<usize> = kept
                 .iter()
-                .chain(&current[end..])
-                .copied()
+                .enumerate()
+                .filter(|(position, _)| !chosen.contains(position))
+                .map(|(_, &index)| index)
                 .collect();
             if fails(&candidate) {
-                current = candidate;
-                removed_any = true;
+                kept = candidate;
+                weakened_any = true;
+                start = first;
             } else {
                 start = end;
             }
         }
         if window > 1 {
             window /= 2;
-        } else if !removed_any {
-            return current;
+        } else if !weakened_any {
+            return kept;
         }
     }
 }
@@ -116,30 +178,35 @@ pub(super) fn explain(operations: &[&Operation], budget: &Budget) -> String {
     }
 }
 
-/// The values some operation of `operations` may have written.
-fn written_values<'a>(operations: &[&'a Operation]) -> HashSet<&'a str> {
-    operations
+/// The `kept` operations plus the definite writes of the values they
+/// observe (when a value has at most two such writes), in invocation order.
+fn with_writes<'a>(operations: &[&'a Operation], mut kept: Vec<usize>) -> Vec<&'a Operation> {
+    const WRITES_PER_VALUE_MAX: usize = 2;
+    let observed: Vec<&str> = kept
         .iter()
-        .filter_map(|operation| match (&operation.op, &operation.outcome) {
-            (Op::Put { value, .. }, _) => Some(value.as_str()),
-            (Op::Cas { new, .. }, Outcome::Cas(true) | Outcome::Indeterminate) => {
-                Some(new.as_str())
-            }
-            _ => None,
-        })
-        .collect()
-}
-
-/// Whether every value observed in `candidate` that some operation of the
-/// whole history wrote is still written by some operation of `candidate`.
-fn observed_writes_kept(candidate: &[&Operation], written_anywhere: &HashSet<&str>) -> bool {
-    let written_here = written_values(candidate);
-    candidate.iter().all(|operation| {
-        let observed = match (&operation.op, &operation.outcome) {
-            (Op::Get { .. }, Outcome::Get(Some(value))) => value.as_str(),
-            (Op::Cas { expected, .. }, Outcome::Cas(true)) => expected.as_str(),
-            _ => return true,
-        };
-        !written_anywhere.contains(observed) || written_here.contains(observed)
-    })
+        .filter_map(
+            |&index| match (&operations[index].op, &operations[index].outcome) {
+                (Op::Get { .. }, Outcome::Get(Some(value))) => Some(value.as_str()),
+                (Op::Cas { expected, .. }, Outcome::Cas(true)) => Some(expected.as_str()),
+                _ => None,
+            },
+        )
+        .collect();
+    for value in observed {
+        let writes: Vec<usize> = (0..operations.len())
+            .filter(
+                |&index| match (&operations[index].op, &operations[index].outcome) {
+                    (Op::Put { value: written, .. }, Outcome::Put) => written == value,
+                    (Op::Cas { new, .. }, Outcome::Cas(true)) => new == value,
+                    _ => false,
+                },
+            )
+            .collect();
+        if writes.len() <= WRITES_PER_VALUE_MAX {
+            kept.extend(writes);
+        }
+    }
+    kept.sort_unstable();
+    kept.dedup();
+    kept.into_iter().map(|index| operations[index]).collect()
 }
