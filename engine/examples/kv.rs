@@ -1,4 +1,5 @@
-//! A replicated key-value store on Barge, run as one process per node.
+//! A replicated key-value store on Barge: one process per node, clients on
+//! TCP, one request line and one answer line each, answered in order.
 //!
 //! ```text
 //! barge-loadgen certs --nodes 3 --out /tmp/kv-certs
@@ -7,166 +8,216 @@
 //!    --data-dir /tmp/kv1 --certs /tmp/kv-certs          # and likewise --id 2, --id 3
 //! ```
 //!
-//! Client protocol: one command per line over TCP, one answer line each.
-//! `PUT k v` → `OK`; `GET k` → `OK v` or `NONE`; `CAS k old new` → `OK` or
-//! `ERR cas mismatch`; `DEL k` → `OK 1` (deleted) or `OK 0` (absent).
-//! Writes on a follower answer `REDIRECT <leader client address>`; `GET` is
-//! served by any node, linearizably, after a `read_index` barrier. `ERR ...`
-//! for bad input; a write answered `ERR` other than `ERR invalid`/`ERR cas
-//! mismatch` may or may not have been applied. Keys, values: no whitespace.
+//! `PUT k v` → `OK`; `GET k` → `OK v` | `NONE` (linearizable: `read_index`,
+//! then the local map); `CAS k old new` → `OK` | `MISMATCH`; `DEL k` → `OK 1`
+//! | `OK 0`; `STATUS` → `OK id= leader= term= commit= applied= voters=
+//! learners= state= log=` (hashes of the map and of the applied log);
+//! `LEARNER id` and `VOTERS a,b,c` change membership → `OK`. Failures say if
+//! a write may have happened: `REDIRECT addr` and `FAIL reason`, certainly
+//! not (`NotLeader`, `Overloaded`, `Invalid`, `ChangeInProgress` refuse a
+//! request before anything is appended; a failed node is not asked);
+//! `MAYBE reason`, unknown (`ProposalDropped` follows an append; `Storage`
+//! and `Stopped` also fail appended proposals; a timeout). A fatal node
+//! error (a poisoned log under `--disk-faults`) exits the process with 3.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt::Write as _;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use barge::core::{Entry, NodeId};
-use barge::node::{Node, NodeConfig, NodeError, StartMode, StateMachine};
-use barge_net::{ClusterId, NodeIdentity, PeerId};
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use barge::node::{Node, NodeConfig, NodeError, StateMachine};
+use barge_wal::Backend;
+use bytes::Bytes;
 use parking_lot::Mutex;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::signal::unix::{signal, SignalKind};
-use tokio::task::JoinSet;
 
-const USAGE: &str = "usage: kv --id N --peers ID=HOST:PORT,.. --data-dir DIR --certs DIR \
-          [--client HOST:PORT] [--clients ID=HOST:PORT,..] [--start MODE]
-  --peers     Raft (QUIC/UDP) address of every node, this one included
-  --clients   client (TCP) address of every node, for REDIRECT answers
-  --client    where this node serves clients (default: its --clients entry)
-  --certs     directory from `barge-loadgen certs` (ca.pem, node-N.pem, cluster)
-  --data-dir  log and snapshots; a restart on the same directory rejoins
-  --start     new (default: first start, or reuse the directory) | existing
-              (restarts: refuses an empty directory, a node that lost its disk
-              must not vote) | join (a node added later; add it from the leader)
-Client protocol, one line each way: PUT k v | GET k | CAS k old new | DEL k";
+const USAGE: &str = "usage: kv --id N --peers ID=HOST:PORT,.. --clients ID=HOST:PORT,.. \
+--data-dir DIR --certs DIR [--listen HOST:PORT] [--start new|existing|join] [--disk-faults SPEC]
+  --peers: QUIC addresses other nodes dial; --listen: where this node binds (default: --peers)
+  --clients: TCP client addresses; --certs: from `barge-loadgen certs`
+  --disk-faults: comma-separated fsync-eio-after=N|write-eio-after=N|enospc-after=N
+Requests: PUT k v | GET k | CAS k old new | DEL k | STATUS | LEARNER id | VOTERS a,b,c";
 const KEY_BYTES_MAX: usize = 256;
 const VALUE_BYTES_MAX: usize = 4096;
 const LINE_BYTES_MAX: usize = 2 * VALUE_BYTES_MAX + KEY_BYTES_MAX + 16;
 const CONNECTIONS_MAX: usize = 256;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
-const PUT: u8 = 1;
-const CAS: u8 = 2;
-const DEL: u8 = 3;
 
-type Map = Arc<Mutex<BTreeMap<Bytes, Bytes>>>;
-
-/// Commands are `tag` then length-prefixed (u16) byte strings.
-struct Kv(Map);
-
-fn take_field(buf: &mut Bytes) -> Option<Bytes> {
-    let len = usize::from(buf.try_get_u16().ok()?);
-    (buf.len() >= len).then(|| buf.split_to(len))
+/// 64-bit FNV-1a of `bytes`, continuing from `hash`.
+fn fnv(hash: u64, bytes: &[u8]) -> u64 {
+    let step = |hash: u64, byte: &u8| (hash ^ u64::from(*byte)).wrapping_mul(0x100_0000_01b3);
+    bytes.iter().fold(hash, step)
 }
+
+/// The replicated map; `log` hashes each applied (index, payload), whose
+/// last index is `applied`; all three travel in snapshots.
+#[derive(Default)]
+struct State {
+    map: BTreeMap<String, String>,
+    log: u64,
+    applied: u64,
+}
+
+/// Entries are the client's words, joined by one space.
+struct Kv(Arc<Mutex<State>>);
 
 impl StateMachine for Kv {
     fn apply(&mut self, entries: &[Entry], responses: &mut Vec<Bytes>) {
-        let mut map = self.0.lock();
+        let mut kv = self.0.lock();
         for entry in entries {
-            let mut cmd = entry.payload.clone();
-            let tag = cmd.try_get_u8().unwrap_or(0);
-            let fields = [(); 3].map(|()| take_field(&mut cmd));
-            let response: &'static [u8] = match (tag, fields) {
-                (PUT, [Some(k), Some(v), None]) => {
-                    map.insert(k, v);
-                    b"OK"
+            kv.applied = entry.id.index.0;
+            kv.log = fnv(fnv(kv.log, &kv.applied.to_le_bytes()), &entry.payload);
+            let text = std::str::from_utf8(&entry.payload).unwrap_or_default();
+            let (map, words) = (&mut kv.map, text.split(' ').collect::<Vec<_>>());
+            let (response, write) = match words[..] {
+                ["PUT", key, value] => ("OK", Some((key, value))),
+                ["CAS", key, old, new] if map.get(key).is_some_and(|v| v == old) => {
+                    ("OK", Some((key, new)))
                 }
-                (DEL, [Some(k), None, None]) => map.remove(&k).map_or(b"OK 0", |_| b"OK 1"),
-                (CAS, [Some(k), Some(old), Some(new)]) if map.get(&k) == Some(&old) => {
-                    map.insert(k, new);
-                    b"OK"
-                }
-                (CAS, [Some(_), Some(_), Some(_)]) => b"ERR cas mismatch",
-                _ => b"ERR invalid command in log",
+                ["CAS", ..] => ("MISMATCH", None),
+                ["DEL", key] => (map.remove(key).map_or("OK 0", |_| "OK 1"), None),
+                _ => ("FAIL invalid entry", None),
             };
-            responses.push(Bytes::from_static(response));
+            if let Some((key, value)) = write {
+                map.insert(key.into(), value.into());
+            }
+            responses.push(Bytes::from_static(response.as_bytes()));
         }
     }
     fn snapshot(&mut self) -> Result<Bytes, String> {
-        let mut out = BytesMut::new();
-        for (key, value) in self.0.lock().iter() {
-            for field in [key, value] {
-                out.put_u16(u16::try_from(field.len()).map_err(|_| "oversized field")?);
-                out.put_slice(field);
-            }
+        let kv = self.0.lock();
+        let mut text = format!("{} {}\n", kv.log, kv.applied);
+        for (key, value) in &kv.map {
+            let _ = writeln!(text, "{key} {value}"); // writing to a String cannot fail
         }
-        Ok(out.freeze())
+        Ok(text.into())
     }
-    fn restore(&mut self, mut snapshot: Bytes) -> Result<(), String> {
-        let mut map = BTreeMap::new();
-        while !snapshot.is_empty() {
-            let key = take_field(&mut snapshot).ok_or("truncated key")?;
-            map.insert(key, take_field(&mut snapshot).ok_or("truncated value")?);
-        }
-        *self.0.lock() = map;
+    fn restore(&mut self, snapshot: Bytes) -> Result<(), String> {
+        let text = std::str::from_utf8(&snapshot).map_err(|error| error.to_string())?;
+        let mut lines = text
+            .lines()
+            .map(|line| line.split_once(' ').ok_or("bad line"));
+        let (log, applied) = lines.next().ok_or("empty snapshot")??;
+        let pairs = lines.map(|pair| pair.map(|(key, value)| (key.into(), value.into())));
+        *self.0.lock() = State {
+            map: pairs.collect::<Result<_, _>>()?,
+            log: log.parse().map_err(|_| "bad log hash")?,
+            applied: applied.parse().map_err(|_| "bad applied index")?,
+        };
         Ok(())
     }
-}
-
-/// Runs `future` for at most REQUEST_TIMEOUT; `Err(None)` means it timed out.
-async fn within<T>(
-    future: impl std::future::Future<Output = Result<T, NodeError>>,
-) -> Result<T, Option<NodeError>> {
-    let outcome = tokio::time::timeout(REQUEST_TIMEOUT, future).await;
-    outcome.map_err(|_| None)?.map_err(Some)
 }
 
 /// What every client connection shares.
 struct Server {
     node: Node,
-    map: Map,
+    kv: Arc<Mutex<State>>,
     clients: BTreeMap<NodeId, SocketAddr>,
+    /// The nodes of --peers, which LEARNER and VOTERS may name.
+    members: BTreeSet<NodeId>,
 }
 
 impl Server {
-    /// Answers one command line.
-    async fn answer(&self, line: &str) -> String {
-        let words: Vec<&str> = line.split_whitespace().collect();
+    async fn answer(&self, words: &[&str]) -> Result<String, NodeError> {
+        let ids = words.get(1).map_or("", |ids| ids).split(',');
+        let ids: Option<BTreeSet<_>> = ids.map(|id| id.parse().map(NodeId).ok()).collect();
+        let ids = ids.filter(|ids| !ids.is_empty() && ids.is_subset(&self.members));
+        Ok(match (words, ids) {
+            (["GET", key], _) => {
+                self.node.read_index().await?;
+                let kv = self.kv.lock();
+                kv.map
+                    .get(*key)
+                    .map_or("NONE".into(), |value| format!("OK {value}"))
+            }
+            (["PUT", _, _] | ["CAS", _, _, _] | ["DEL", _], _) => {
+                let response = self.node.propose(words.join(" ").into()).await?;
+                String::from_utf8_lossy(&response).into_owned()
+            }
+            (["LEARNER", _], Some(learners)) => {
+                for learner in learners {
+                    self.node.add_learner(learner).await?;
+                }
+                "OK".into()
+            }
+            (["VOTERS", _], Some(voters)) => {
+                let learners = &self.node.metrics().membership.learners - &voters;
+                self.node.change_membership(voters, learners).await?;
+                "OK".into()
+            }
+            (["STATUS"], _) => self.status(),
+            _ => format!(
+                "FAIL invalid request; {}",
+                USAGE.lines().last().unwrap_or("")
+            ),
+        })
+    }
+
+    /// Metrics are read first: they lag the map, so the larger applied
+    /// index is one the map reflects exactly (entries after the last one
+    /// `apply` saw are the engine's no-ops and configurations).
+    fn status(&self) -> String {
+        let metrics = self.node.metrics();
+        let kv = self.kv.lock();
+        let pairs = kv
+            .map
+            .iter()
+            .flat_map(|(k, v)| [k.as_bytes(), b" ", v.as_bytes(), b"\n"]);
+        let state = pairs.fold(0xcbf2_9ce4_8422_2325, fnv);
+        let list = |ids: &BTreeSet<NodeId>| {
+            let ids: Vec<String> = ids.iter().map(|id| id.0.to_string()).collect();
+            Some(ids.join(","))
+                .filter(|list| !list.is_empty())
+                .unwrap_or("-".into())
+        };
+        let membership = &metrics.membership;
+        let (voters, learners) = (list(&membership.voters), list(&membership.learners));
+        let leader = metrics.leader.map_or(0, |id| id.0);
+        let applied = kv.applied.max(metrics.applied_index.0);
+        format!(
+            "OK id={} leader={leader} term={} commit={} applied={applied} voters={voters} \
+             learners={learners} state={state:016x} log={:016x}",
+            metrics.id.0,
+            metrics.term.0,
+            metrics.commit_index.0.max(applied),
+            kv.log,
+        )
+    }
+
+    async fn reply(&self, text: &str) -> String {
+        let words: Vec<&str> = text.split_ascii_whitespace().collect();
         if words.get(1).is_some_and(|key| key.len() > KEY_BYTES_MAX)
             || words.iter().any(|word| word.len() > VALUE_BYTES_MAX)
         {
             return format!(
-                "ERR invalid: keys up to {KEY_BYTES_MAX} bytes, values {VALUE_BYTES_MAX}"
+                "FAIL invalid: keys up to {KEY_BYTES_MAX} bytes, values {VALUE_BYTES_MAX}"
             );
         }
-        let tag = match words.as_slice() {
-            // Linearizable: read local state once it has applied everything
-            // the leader had committed when the read began.
-            ["GET", key] => {
-                let read = within(self.node.read_index()).await;
-                return self.reply(read.map(|_| match self.map.lock().get(key.as_bytes()) {
-                    Some(value) => format!("OK {}", String::from_utf8_lossy(value)),
-                    None => "NONE".to_owned(),
-                }));
-            }
-            ["PUT", _, _] => PUT,
-            ["CAS", _, _, _] => CAS,
-            ["DEL", _] => DEL,
-            _ => return "ERR invalid command; expected PUT k v|GET k|CAS k old new|DEL k".into(),
-        };
-        let mut command = BytesMut::from(&[tag][..]);
-        for field in &words[1..] {
-            // Fields were checked against VALUE_BYTES_MAX, far below 64 KiB.
-            command.put_u16(u16::try_from(field.len()).unwrap_or(u16::MAX));
-            command.put_slice(field.as_bytes());
+        if let Some(error) = self.node.failure().filter(|_| words != ["STATUS"]) {
+            return format!("FAIL node stopped: {error}");
         }
-        let written = within(self.node.propose(command.freeze())).await;
-        self.reply(written.map(|response| String::from_utf8_lossy(&response).into_owned()))
-    }
-
-    fn reply(&self, outcome: Result<String, Option<NodeError>>) -> String {
-        match outcome {
-            Ok(reply) => reply,
-            Err(Some(NodeError::NotLeader {
+        let answer = tokio::time::timeout(REQUEST_TIMEOUT, self.answer(&words)).await;
+        let Ok(answer) = answer else {
+            return format!("MAYBE no outcome within {REQUEST_TIMEOUT:?}");
+        };
+        match answer {
+            Ok(answer) => answer,
+            Err(NodeError::NotLeader {
                 leader_hint: Some(leader),
-            })) => match self.clients.get(&leader) {
-                Some(address) => format!("REDIRECT {address}"),
-                None => format!("ERR not leader; leader is node {leader} (no --clients)"),
-            },
-            Err(Some(error)) => format!("ERR {error}"),
-            Err(None) => "ERR timeout; a write may or may not apply".to_owned(),
+            }) if self.clients.contains_key(&leader) => {
+                format!("REDIRECT {}", self.clients[&leader])
+            }
+            Err(error @ (NodeError::NotLeader { .. } | NodeError::Overloaded)) => {
+                format!("FAIL {error}")
+            }
+            Err(error @ (NodeError::Invalid(_) | NodeError::ChangeInProgress)) => {
+                format!("FAIL {error}")
+            }
+            Err(error) => format!("MAYBE {error}"),
         }
     }
 
@@ -180,31 +231,17 @@ impl Server {
             if bounded.read_until(b'\n', &mut line).await? == 0 {
                 return Ok(());
             }
-            if line.len() > LINE_BYTES_MAX && line.last() != Some(&b'\n') {
-                // The rest of the line cannot be told from a new command: hang up.
-                let reply = format!("ERR invalid: line longer than {LINE_BYTES_MAX} bytes\n");
-                return write.write_all(reply.as_bytes()).await;
-            }
             let reply = match std::str::from_utf8(&line) {
-                Ok(text) => self.answer(text.trim()).await,
-                Err(_) => "ERR invalid: not UTF-8".to_owned(),
+                // The rest of the line cannot be told from a new request: hang up.
+                _ if line.len() > LINE_BYTES_MAX && line.last() != Some(&b'\n') => break,
+                Ok(text) => self.reply(text).await,
+                Err(_) => "FAIL invalid: not UTF-8".to_owned(),
             };
             write.write_all(format!("{reply}\n").as_bytes()).await?;
         }
+        let reply = format!("FAIL invalid: line longer than {LINE_BYTES_MAX} bytes\n");
+        write.write_all(reply.as_bytes()).await
     }
-}
-
-fn parse_map(text: &str) -> Result<BTreeMap<NodeId, SocketAddr>> {
-    let item = |item: &str| -> Result<(NodeId, SocketAddr)> {
-        let (id, address) = item.split_once('=').context("expected ID=HOST:PORT")?;
-        Ok((
-            NodeId(id.parse().context("id")?),
-            address.parse().context("address")?,
-        ))
-    };
-    text.split(',')
-        .map(|i| item(i).with_context(|| format!("{i:?}")))
-        .collect()
 }
 
 #[tokio::main]
@@ -212,7 +249,8 @@ async fn main() -> Result<()> {
     run(std::env::args().skip(1).collect()).await
 }
 
-/// The whole program, from its arguments (the smoke test runs it this way).
+/// The whole program, from its arguments (the tests run it this way). Exits
+/// the process with status 3 when the node fails.
 pub async fn run(args: Vec<String>) -> Result<()> {
     if args.is_empty() || args.iter().any(|arg| arg == "--help" || arg == "-h") {
         println!("{USAGE}");
@@ -226,59 +264,59 @@ pub async fn run(args: Vec<String>) -> Result<()> {
             .with_context(|| format!("{name} is required\n{USAGE}"))
     };
     let id = NodeId(flag("--id")?.parse().context("--id")?);
-    let mut peers = parse_map(flag("--peers")?).context("--peers")?;
-    let (data_dir, certs) = (
-        PathBuf::from(flag("--data-dir")?),
-        PathBuf::from(flag("--certs")?),
-    );
-    let clients = flag("--clients")
-        .map_or(Ok(BTreeMap::new()), parse_map)
-        .context("--clients")?;
-    let start = match flag("--start").unwrap_or("new") {
-        "new" => StartMode::New,
-        "existing" => StartMode::Existing,
-        "join" => StartMode::Join,
-        other => anyhow::bail!("--start {other}: expected new, existing or join"),
-    };
-    let client: SocketAddr = match flag("--client") {
-        Ok(text) => text.parse().context("--client")?,
-        Err(_) => *clients
+    let mut peers = NodeConfig::parse_addresses(flag("--peers")?).context("--peers")?;
+    let clients = NodeConfig::parse_addresses(flag("--clients")?).context("--clients")?;
+    let (data_dir, certs) = (flag("--data-dir")?.into(), flag("--certs")?.to_owned());
+    let start = flag("--start").unwrap_or("new").parse()?;
+    let listen = match flag("--listen") {
+        Ok(text) => text.parse().context("--listen")?,
+        Err(_) => *peers
             .get(&id)
-            .context("--client, or --clients naming this id, is required")?,
+            .context("--peers has no address for this node")?,
     };
+    let faults = flag("--disk-faults").ok().map(str::parse).transpose();
+    let faults = faults.context("--disk-faults")?;
     anyhow::ensure!(
         flags.is_empty(),
         "unknown flags {:?}\n{USAGE}",
         flags.keys()
     );
-    let listen = peers
-        .remove(&id)
-        .context("--peers has no address for this node")?;
-    let cluster =
-        std::fs::read_to_string(certs.join("cluster")).context("reading certs/cluster")?;
-    let cluster = u64::from_str_radix(cluster.trim(), 16).context("certs/cluster: not hex")?;
-    let identity = NodeIdentity::load(&certs, ClusterId(cluster), PeerId(id.0))?;
-
+    let client = *clients
+        .get(&id)
+        .context("--clients has no address for this node")?;
+    let members = peers.keys().copied().collect();
+    peers.remove(&id);
+    let mut config = NodeConfig::from_certificates(id, listen, peers, data_dir, certs.as_ref())?;
+    config.start = start;
+    config.log.backend = faults.map_or(config.log.backend, Backend::FaultyBlocking);
     // Registered first: a SIGTERM while starting still ends in a clean stop.
     let mut terminate = signal(SignalKind::terminate())?;
-    let map = Map::default();
-    let mut config = NodeConfig::new(id, cluster, listen, peers, data_dir, identity);
-    config.start = start;
-    let node = Node::start(config, Kv(Arc::clone(&map))).await?;
-    let server = Arc::new(Server { node, map, clients });
+    let kv = Arc::default();
+    let node = Node::start(config, Kv(Arc::clone(&kv))).await?;
+    let server = Arc::new(Server {
+        node,
+        kv,
+        clients,
+        members,
+    });
     let listener = tokio::net::TcpListener::bind(client)
         .await
-        .context("--client")?;
-    let mut connections = JoinSet::new();
+        .context("binding --clients")?;
+    let mut connections = tokio::task::JoinSet::new();
+    let mut health = tokio::time::interval(Duration::from_millis(50));
     println!("kv node {id} serving clients on {client}");
     loop {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => break,
             _ = terminate.recv() => break,
+            _ = health.tick() => if let Some(error) = server.node.failure() {
+                eprintln!("kv node {id} failed: {error}");
+                std::process::exit(3);
+            },
             Some(_) = connections.join_next() => {}
             Ok((mut stream, _)) = listener.accept() => {
                 if connections.len() >= CONNECTIONS_MAX {
-                    let _ = stream.write_all(b"ERR busy: too many connections\n").await;
+                    let _ = stream.write_all(b"FAIL too many connections\n").await;
                     continue;
                 }
                 let server = Arc::clone(&server);

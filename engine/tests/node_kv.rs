@@ -1,7 +1,10 @@
-//! Smoke test of `examples/kv.rs` as three separate processes on loopback,
-//! driven through its line protocol: writes, linearizable reads on every
-//! node, compare-and-set, delete, leader redirects, bad client input, a
-//! killed leader process and its restart on the same data directory.
+//! `examples/kv.rs` as three separate processes on loopback, driven
+//! through its line protocol (v2): writes, linearizable reads on every node,
+//! compare-and-set, delete, leader redirects, bad client input, STATUS,
+//! membership changes, equal state and log hashes on every node, a killed
+//! leader process restarted on its data directory, and a node whose log
+//! fails under `--disk-faults` exiting with status 3 and rejoining when
+//! restarted without it.
 //!
 //! The child processes run the example's own code: this test binary
 //! includes `examples/kv.rs` as a module and re-executes itself with the
@@ -14,9 +17,10 @@
 #[path = "../examples/kv.rs"]
 mod kv;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -137,7 +141,9 @@ fn command(processes: &Processes, start: u64, line: &str) -> (u64, String) {
                 target = processes.id_of(address);
                 continue;
             }
-            Ok(reply) if !reply.starts_with("ERR") => return (target, reply),
+            Ok(reply) if !reply.starts_with("FAIL") && !reply.starts_with("MAYBE") => {
+                return (target, reply)
+            }
             // No leader yet, an unknown outcome, or the node is down.
             _ => {}
         }
@@ -145,6 +151,25 @@ fn command(processes: &Processes, start: u64, line: &str) -> (u64, String) {
         let ids: Vec<u64> = processes.children.keys().copied().collect();
         let position = ids.iter().position(|id| *id == target).unwrap_or(0);
         target = ids[(position + 1) % ids.len()];
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The answer of node `id` itself to `line`, a read, retried while it is a
+/// failure shape (a read is refused while leadership settles).
+fn read_on(processes: &Processes, id: u64, line: &str) -> String {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let reply = send(processes.clients[&id], line.as_bytes());
+        let failed = |reply: &String| {
+            ["REDIRECT", "FAIL", "MAYBE"]
+                .iter()
+                .any(|shape| reply.starts_with(shape))
+        };
+        match reply {
+            Ok(reply) if !failed(&reply) => return reply,
+            other => assert!(Instant::now() < deadline, "node {id}: {other:?}"),
+        }
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -164,10 +189,10 @@ fn free_port_pairs(count: u64) -> BTreeMap<u64, (SocketAddr, SocketAddr)> {
         .collect()
 }
 
-#[test]
-fn kv_three_processes() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let certs = dir.path().join("certs");
+/// Starts three kv processes on free loopback ports, certificates and data
+/// directories under `dir`; `extra` adds arguments for one node.
+fn start_cluster(dir: &Path, extra: Option<(u64, &[&str])>) -> Processes {
+    let certs = dir.join("certs");
     let ids: Vec<PeerId> = (1..=3).map(PeerId).collect();
     barge_net::tls::write_dev_cluster(&certs, ClusterId(0xb4), &ids).expect("certificates");
     let addresses = free_port_pairs(3);
@@ -185,7 +210,7 @@ fn kv_three_processes() {
         clients: addresses.iter().map(|(id, pair)| (*id, pair.1)).collect(),
     };
     for id in 1..=3u64 {
-        let data_dir = dir.path().join(format!("kv{id}"));
+        let data_dir = dir.join(format!("kv{id}"));
         let args = [
             "--id",
             &id.to_string(),
@@ -198,19 +223,79 @@ fn kv_three_processes() {
             "--certs",
             &certs.to_string_lossy(),
         ];
-        processes
-            .args
-            .insert(id, args.iter().map(|arg| (*arg).to_owned()).collect());
+        let mut args: Vec<String> = args.iter().map(|arg| (*arg).to_owned()).collect();
+        if let Some((_, more)) = extra.filter(|(node, _)| *node == id) {
+            args.extend(more.iter().map(|arg| (*arg).to_owned()));
+        }
+        processes.args.insert(id, args);
         processes.spawn(id);
     }
+    processes
+}
+
+/// The `key=value` fields of a STATUS answer.
+fn status(address: SocketAddr) -> Option<BTreeMap<String, String>> {
+    let reply = send(address, b"STATUS").ok()?;
+    let fields = reply.strip_prefix("OK ")?.split(' ');
+    let pairs = fields.filter_map(|field| field.split_once('='));
+    Some(pairs.map(|(k, v)| (k.to_owned(), v.to_owned())).collect())
+}
+
+/// Waits until every running node reports the same `applied` index, at
+/// least `applied_min`, and checks they then agree on the state and log
+/// hashes. Returns the common STATUS fields.
+fn converged(processes: &Processes, applied_min: u64) -> BTreeMap<String, String> {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let statuses: Vec<BTreeMap<String, String>> = processes
+            .children
+            .keys()
+            .filter_map(|id| status(processes.clients[id]))
+            .collect();
+        let applied: BTreeSet<&str> = statuses.iter().map(|s| s["applied"].as_str()).collect();
+        let done = statuses.len() == processes.children.len()
+            && applied.len() == 1
+            && statuses[0]["applied"].parse::<u64>().expect("a number") >= applied_min;
+        if done {
+            for status in &statuses[1..] {
+                assert_eq!(status["state"], statuses[0]["state"], "{statuses:?}");
+                assert_eq!(status["log"], statuses[0]["log"], "{statuses:?}");
+            }
+            return statuses[0].clone();
+        }
+        assert!(Instant::now() < deadline, "never converged: {statuses:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Waits until `id`'s STATUS satisfies `check`.
+fn wait_status(processes: &Processes, id: u64, check: impl Fn(&BTreeMap<String, String>) -> bool) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let current = status(processes.clients[&id]);
+        if current.as_ref().is_some_and(&check) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "node {id}: {current:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn kv_three_processes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut processes = start_cluster(dir.path(), None);
 
     // Writes on a follower are redirected to the leader; reads are served
     // by every node and see the acknowledged write.
     let (leader, reply) = command(&processes, 1, "PUT colour blue");
     assert_eq!(reply, "OK");
     for id in 1..=3 {
-        let reply = send(processes.clients[&id], b"GET colour").expect("get");
-        assert_eq!(reply, "OK blue", "node {id}");
+        assert_eq!(
+            read_on(&processes, id, "GET colour"),
+            "OK blue",
+            "node {id}"
+        );
     }
     let follower = if leader == 1 { 2 } else { 1 };
     let reply = send(processes.clients[&follower], b"PUT colour red").expect("put");
@@ -219,7 +304,7 @@ fn kv_three_processes() {
     // Compare-and-set and delete.
     let leader_client = processes.clients[&leader];
     let exchange = |line: &str| send(leader_client, line.as_bytes()).expect("reply");
-    assert_eq!(exchange("CAS colour red green"), "ERR cas mismatch");
+    assert_eq!(exchange("CAS colour red green"), "MISMATCH");
     assert_eq!(exchange("CAS colour blue green"), "OK");
     assert_eq!(exchange("GET colour"), "OK green");
     assert_eq!(exchange("DEL colour"), "OK 1");
@@ -227,12 +312,12 @@ fn kv_three_processes() {
     assert_eq!(exchange("GET colour"), "NONE");
 
     // Bad input gets a clear error, never a crash.
-    assert!(exchange("FLY away").starts_with("ERR invalid command"));
-    assert!(exchange("PUT onlykey").starts_with("ERR invalid command"));
-    assert!(exchange(&format!("PUT {} v", "k".repeat(300))).starts_with("ERR invalid"));
-    assert!(exchange(&format!("PUT k {}", "v".repeat(5000))).starts_with("ERR invalid"));
+    assert!(exchange("FLY away").starts_with("FAIL invalid"));
+    assert!(exchange("PUT onlykey").starts_with("FAIL invalid"));
+    assert!(exchange(&format!("PUT {} v", "k".repeat(300))).starts_with("FAIL invalid"));
+    assert!(exchange(&format!("PUT k {}", "v".repeat(5000))).starts_with("FAIL invalid"));
     let reply = send(leader_client, &[b'G', b'E', b'T', b' ', 0xff, 0xfe]).expect("reply");
-    assert_eq!(reply, "ERR invalid: not UTF-8");
+    assert_eq!(reply, "FAIL invalid: not UTF-8");
     // An endless line is cut off with an error and the connection closed.
     let mut stream = TcpStream::connect(leader_client).expect("connect");
     stream
@@ -242,7 +327,7 @@ fn kv_three_processes() {
     let mut reply = String::new();
     let _ = stream.read_to_string(&mut reply);
     assert!(
-        reply.starts_with("ERR invalid: line longer than"),
+        reply.starts_with("FAIL invalid: line longer than"),
         "{reply:?}"
     );
     // Several commands on one connection are answered in order.
@@ -259,6 +344,50 @@ fn kv_three_processes() {
         .map(|line| line.expect("line"))
         .collect();
     assert_eq!(replies, ["OK", "OK", "OK 1", "OK 2"]);
+    // Membership requests name nodes of --peers only.
+    for line in ["VOTERS 1,9", "VOTERS 1,x", "VOTERS", "LEARNER 9", "LEARNER"] {
+        assert!(exchange(line).starts_with("FAIL invalid"), "{line}");
+    }
+
+    // STATUS: every node knows the leader and the voters, and agrees on
+    // the state and log hashes once it has applied as much as the others.
+    let common = converged(&processes, 1);
+    assert_eq!((&*common["voters"], &*common["learners"]), ("1,2,3", "-"));
+    for id in 1..=3 {
+        let fields = status(processes.clients[&id]).expect("status");
+        assert_eq!(fields["id"], id.to_string());
+        assert_eq!(fields["leader"], leader.to_string());
+        assert!(fields["term"].parse::<u64>().expect("term") >= 1);
+        assert_eq!(fields["state"].len(), 16, "{fields:?}");
+    }
+
+    // Membership: remove a follower, write without it, add it back as a
+    // learner and then as a voter; it catches up and every node agrees.
+    let removed = follower;
+    let others: Vec<String> = (1..=3)
+        .filter(|id| *id != removed)
+        .map(|id| id.to_string())
+        .collect();
+    let others = others.join(",");
+    assert_eq!(
+        command(&processes, leader, &format!("VOTERS {others}")).1,
+        "OK"
+    );
+    wait_status(&processes, leader, |fields| fields["voters"] == others);
+    assert_eq!(command(&processes, leader, "PUT during removal").1, "OK");
+    let learner = removed.to_string();
+    assert_eq!(
+        command(&processes, leader, &format!("LEARNER {learner}")).1,
+        "OK"
+    );
+    wait_status(&processes, leader, |fields| fields["learners"] == learner);
+    assert_eq!(command(&processes, leader, "VOTERS 1,2,3").1, "OK");
+    wait_status(&processes, leader, |fields| {
+        fields["voters"] == "1,2,3" && fields["learners"] == "-"
+    });
+    let common = converged(&processes, 1);
+    assert_eq!(common["voters"], "1,2,3");
+    assert_eq!(read_on(&processes, removed, "GET during"), "OK removal");
 
     // Kill the leader process outright: the survivors elect a leader and
     // keep every acknowledged write.
@@ -268,8 +397,7 @@ fn kv_three_processes() {
     assert_eq!(reply, "OK");
     assert_ne!(new_leader, leader);
     for id in processes.children.keys() {
-        let reply = send(processes.clients[id], b"GET a").expect("get");
-        assert_eq!(reply, "OK 1", "node {id}");
+        assert_eq!(read_on(&processes, *id, "GET a"), "OK 1", "node {id}");
     }
 
     // Restarted on its data directory, the old leader catches up (and its
@@ -292,6 +420,8 @@ fn kv_three_processes() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+    // The restarted node replayed its log: same state and log hashes.
+    converged(&processes, 1);
     processes.terminate();
 
     // A restart that finds an empty data directory is refused, saying why.
@@ -320,4 +450,44 @@ fn kv_three_processes() {
     let output = child.wait_with_output().expect("output");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("holds no node state"), "{stderr}");
+}
+
+#[test]
+fn kv_disk_faults_stop_a_node_that_rejoins_without_them() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let faults: &[&str] = &["--disk-faults", "fsync-eio-after=40"];
+    let mut processes = start_cluster(dir.path(), Some((3, faults)));
+    let healthy_args = processes.args[&3][..processes.args[&3].len() - 2].to_vec();
+
+    // Writes reach node 3's log until one of its fdatasyncs fails: the node
+    // stops at once and the process exits with status 3.
+    let deadline = Instant::now() + WAIT;
+    let mut writes = 0;
+    let status = loop {
+        let node = processes.children.get_mut(&3).expect("node 3");
+        if let Some(status) = node.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "node 3 never failed");
+        let (_, reply) = command(&processes, 1, &format!("PUT key{writes} {writes}"));
+        assert_eq!(reply, "OK");
+        writes += 1;
+    };
+    assert_eq!(status.code(), Some(3), "{status}");
+    processes.children.remove(&3);
+    // The other two keep the cluster going.
+    let (_, reply) = command(&processes, 1, "PUT while-down yes");
+    assert_eq!(reply, "OK");
+
+    // Restarted on the same directory without faults, it rejoins.
+    processes.args.insert(3, healthy_args);
+    processes
+        .args
+        .get_mut(&3)
+        .expect("arguments")
+        .extend(["--start".into(), "existing".into()]);
+    processes.spawn(3);
+    converged(&processes, writes);
+    assert_eq!(read_on(&processes, 3, "GET while-down"), "OK yes");
+    processes.terminate();
 }

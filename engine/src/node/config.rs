@@ -1,11 +1,11 @@
 //! The node's configuration and its validation.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use barge_net::NodeIdentity;
+use barge_net::{ClusterId, NodeIdentity, PeerId, TlsError};
 use barge_wal::Backend;
 
 use crate::core::{self, NodeId};
@@ -33,6 +33,20 @@ pub enum StartMode {
     /// node leaves itself out of them in any case). Start the node, then
     /// add it from the leader with `add_learner` / `change_membership`.
     Join,
+}
+
+impl std::str::FromStr for StartMode {
+    type Err = ConfigError;
+
+    /// `new`, `existing` or `join` (how command lines name the modes).
+    fn from_str(text: &str) -> Result<StartMode, ConfigError> {
+        match text {
+            "new" => Ok(StartMode::New),
+            "existing" => Ok(StartMode::Existing),
+            "join" => Ok(StartMode::Join),
+            _ => Err(ConfigError::StartMode(text.to_owned())),
+        }
+    }
 }
 
 /// Storage options of the node's write-ahead log.
@@ -134,6 +148,80 @@ impl NodeConfig {
         }
     }
 
+    /// As [`NodeConfig::new`], with the cluster id and this node's TLS
+    /// identity read from `certificates`, a directory written by
+    /// `barge-loadgen certs` (or [`barge_net::tls::write_dev_cluster`]): the
+    /// cluster id in hex in `cluster`, the CA in `ca.pem`, this node's
+    /// certificate and key in `node-<id>.pem` and `node-<id>.key.pem`.
+    ///
+    /// # Errors
+    /// [`ConfigError::ClusterFile`] if `cluster` cannot be read or is not
+    /// hex; [`ConfigError::Identity`] naming the certificate file at fault.
+    pub fn from_certificates(
+        id: NodeId,
+        listen: SocketAddr,
+        peers: BTreeMap<NodeId, SocketAddr>,
+        data_dir: PathBuf,
+        certificates: &Path,
+    ) -> Result<NodeConfig, ConfigError> {
+        let path = certificates.join("cluster");
+        let cluster = std::fs::read_to_string(&path)
+            .map_err(|error| error.to_string())
+            .and_then(|text| {
+                u64::from_str_radix(text.trim(), 16).map_err(|_| format!("{text:?} is not hex"))
+            })
+            .map_err(|reason| ConfigError::ClusterFile { path, reason })?;
+        let identity = NodeIdentity::load(certificates, ClusterId(cluster), PeerId(id.0))?;
+        Ok(NodeConfig::new(
+            id, cluster, listen, peers, data_dir, identity,
+        ))
+    }
+
+    /// Parses an address book written `ID=HOST:PORT,ID=HOST:PORT,..` (the
+    /// form command lines use), for example
+    /// `1=127.0.0.1:7001,2=localhost:7002`. A host name resolves to its
+    /// first address.
+    ///
+    /// ```
+    /// use barge::core::NodeId;
+    /// use barge::node::NodeConfig;
+    ///
+    /// let peers = NodeConfig::parse_addresses("1=127.0.0.1:7001,2=127.0.0.1:7002")?;
+    /// assert_eq!(peers[&NodeId(2)], "127.0.0.1:7002".parse()?);
+    /// assert!(NodeConfig::parse_addresses("1=127.0.0.1:7001,1=127.0.0.1:7002").is_err());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`ConfigError::AddressMap`] naming the item that is malformed, has
+    /// an id that is not a number or is repeated, or an address that does
+    /// not resolve.
+    pub fn parse_addresses(text: &str) -> Result<BTreeMap<NodeId, SocketAddr>, ConfigError> {
+        let mut addresses = BTreeMap::new();
+        for item in text.split(',') {
+            let error = |reason: &str| ConfigError::AddressMap {
+                item: item.to_owned(),
+                reason: reason.to_owned(),
+            };
+            let (id, address) = item
+                .split_once('=')
+                .ok_or_else(|| error("expected ID=HOST:PORT"))?;
+            let id = NodeId(id.parse().map_err(|_| error("the id is not a number"))?);
+            let address = match address.parse::<SocketAddr>() {
+                Ok(address) => address,
+                Err(_) => address
+                    .to_socket_addrs()
+                    .map_err(|resolve| error(&format!("bad address: {resolve}")))?
+                    .next()
+                    .ok_or_else(|| error("the host has no address"))?,
+            };
+            if addresses.insert(id, address).is_some() {
+                return Err(error("the id appears twice"));
+            }
+        }
+        Ok(addresses)
+    }
+
     /// Checks the configuration as a whole.
     ///
     /// # Errors
@@ -196,6 +284,28 @@ impl NodeConfig {
 /// Why a [`NodeConfig`] is unusable.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// The certificate directory's `cluster` file is unreadable or not hex.
+    #[error("{path}: {reason}")]
+    ClusterFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The node's certificate, key or the CA could not be loaded.
+    #[error("TLS identity: {0}")]
+    Identity(#[from] TlsError),
+    /// A start mode other than `new`, `existing` or `join`.
+    #[error("start mode {0:?}: expected new, existing or join")]
+    StartMode(String),
+    /// An `ID=HOST:PORT,..` address book is malformed.
+    #[error("address {item:?}: {reason}")]
+    AddressMap {
+        /// The offending comma-separated item.
+        item: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// The core's timers or bounds are inconsistent.
     #[error("raft: {0}")]
     Raft(core::ConfigError),
@@ -244,4 +354,70 @@ pub enum ConfigError {
         /// The batch bound.
         batch_bytes_max: u32,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn address_books_parse_with_clear_errors() {
+        let peers = NodeConfig::parse_addresses("3=127.0.0.1:7003,1=localhost:7001")
+            .expect("a valid address book");
+        assert_eq!(peers.len(), 2);
+        assert_eq!(
+            peers[&NodeId(3)],
+            "127.0.0.1:7003".parse::<SocketAddr>().expect("address")
+        );
+        assert_eq!(peers[&NodeId(1)].port(), 7001);
+        for (text, reason) in [
+            ("1=127.0.0.1:7001,", "expected ID=HOST:PORT"),
+            ("127.0.0.1:7001", "expected ID=HOST:PORT"),
+            ("one=127.0.0.1:7001", "the id is not a number"),
+            ("1=127.0.0.1", "bad address"),
+            ("1=127.0.0.1:7001,1=127.0.0.1:7002", "appears twice"),
+        ] {
+            let error = NodeConfig::parse_addresses(text).expect_err(text);
+            assert!(matches!(error, ConfigError::AddressMap { .. }), "{text}");
+            assert!(error.to_string().contains(reason), "{text}: {error}");
+        }
+    }
+
+    #[test]
+    fn certificates_come_from_a_certs_directory() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let ids = [PeerId(1), PeerId(2)];
+        barge_net::tls::write_dev_cluster(dir.path(), ClusterId(0x2a), &ids).expect("certificates");
+        let listen = "127.0.0.1:7001".parse().expect("address");
+        let peers = NodeConfig::parse_addresses("2=127.0.0.1:7002").expect("peers");
+        let config = NodeConfig::from_certificates(
+            NodeId(2),
+            listen,
+            BTreeMap::new(),
+            "data".into(),
+            dir.path(),
+        )
+        .expect("node 2 has a certificate");
+        assert_eq!((config.cluster, config.identity.node), (0x2a, PeerId(2)));
+        let missing =
+            NodeConfig::from_certificates(NodeId(3), listen, peers.clone(), "d".into(), dir.path())
+                .expect_err("no certificate for node 3");
+        assert!(missing.to_string().contains("node-3.pem"), "{missing}");
+        std::fs::write(dir.path().join("cluster"), "not hex\n").expect("write");
+        let bad = NodeConfig::from_certificates(NodeId(1), listen, peers, "d".into(), dir.path())
+            .expect_err("bad cluster file");
+        assert!(matches!(bad, ConfigError::ClusterFile { .. }), "{bad}");
+        assert!(bad.to_string().contains("is not hex"), "{bad}");
+    }
+
+    #[test]
+    fn start_modes_parse_by_name() {
+        assert_eq!("join".parse::<StartMode>().expect("valid"), StartMode::Join);
+        assert_eq!(
+            "existing".parse::<StartMode>().expect("valid"),
+            StartMode::Existing
+        );
+        let error = "old".parse::<StartMode>().expect_err("invalid");
+        assert!(error.to_string().contains("expected new, existing or join"));
+    }
 }

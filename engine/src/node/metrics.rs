@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use barge_net::CounterSnapshot;
 
-use crate::core::{LogIndex, NodeId, Role, Term};
+use crate::core::{LogIndex, Membership, NodeId, Role, Term};
 
 /// Upper bounds of the latency histogram buckets, in microseconds.
 const BUCKET_BOUNDS_MICROS: [u64; 16] = [
@@ -120,6 +120,9 @@ pub struct Metrics {
     pub applied_index: LogIndex,
     /// Last log index.
     pub last_log_index: LogIndex,
+    /// The configuration in effect on this node: the latest in its log,
+    /// committed or not (§6).
+    pub membership: Membership,
     /// Proposals resolved as committed and applied.
     pub proposals_committed: u64,
     /// Proposals refused with `Overloaded` by the core.
@@ -171,6 +174,7 @@ impl Metrics {
             commit_index: LogIndex(0),
             applied_index: LogIndex(0),
             last_log_index: LogIndex(0),
+            membership: Membership::default(),
             proposals_committed: 0,
             proposals_overloaded: 0,
             commit_latency: HistogramSnapshot::default(),

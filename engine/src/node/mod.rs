@@ -216,6 +216,7 @@ impl Shared {
             commit_index: core.commit_index(),
             applied_index: core.applied_index(),
             last_log_index: core.last_log_id().index,
+            membership: core.membership().clone(),
             proposals_committed: self.proposals_committed.load(Ordering::Relaxed),
             proposals_overloaded: core_metrics.proposals_overloaded,
             commit_latency: self.commit_latency.snapshot(),
