@@ -11,6 +11,7 @@
 
 mod certs;
 mod net_bench;
+mod node_process;
 mod run;
 mod system;
 mod wal_bench;
@@ -47,6 +48,8 @@ fn run() -> Result<()> {
         "wal" => wal_bench::run(parser),
         "net" => net_bench::run(parser),
         "certs" => certs::run(parser),
+        // Hidden: one node process of `run --processes` (see node_process).
+        "node" => node_process::run(parser),
         other => bail!("unknown subcommand `{other}`\n{USAGE}"),
     }
 }

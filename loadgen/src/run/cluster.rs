@@ -1,7 +1,7 @@
 //! A local cluster of real nodes in this process: each node has its own
 //! threads (`barge-raft`, the log's, `barge-net`), its own QUIC endpoint on
 //! loopback with mutual TLS from a development CA, and its own data
-//! directory with fsync on. The proposers talk to it through [`Router`].
+//! directory with fsync on. The proposers talk to it through [`LocalRouter`].
 
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, UdpSocket};
@@ -21,7 +21,7 @@ const CLUSTER: u64 = 0x10ad;
 /// do: count the entries, answer each with an empty response (no
 /// allocation), snapshot the count.
 #[derive(Debug, Default)]
-struct Counter {
+pub struct Counter {
     applied: u64,
 }
 
@@ -134,8 +134,8 @@ impl LocalCluster {
         self.nodes.iter().map(Node::metrics).collect()
     }
 
-    pub fn router(&self) -> Router {
-        Router {
+    pub fn router(&self) -> LocalRouter {
+        LocalRouter {
             nodes: Arc::clone(&self.nodes),
             leader: AtomicUsize::new(0),
         }
@@ -169,12 +169,12 @@ impl LocalCluster {
 /// Where proposers send: the node they believe leads, corrected by
 /// `NotLeader` hints.
 #[derive(Debug)]
-pub struct Router {
+pub struct LocalRouter {
     nodes: Arc<Vec<Node>>,
     leader: AtomicUsize,
 }
 
-impl Router {
+impl LocalRouter {
     pub fn leader(&self) -> &Node {
         let index = self.leader.load(Ordering::Relaxed);
         // The index is only ever stored below after a bounds check.

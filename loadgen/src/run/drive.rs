@@ -17,7 +17,7 @@ use barge_net::Bytes;
 use hdrhistogram::Histogram;
 use tokio::sync::Semaphore;
 
-use super::cluster::Router;
+use super::deployment::Router;
 
 /// How long after the window the run waits for answers before abandoning.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -151,7 +151,7 @@ async fn propose_until_committed(
     give_up_at: Instant,
 ) -> bool {
     loop {
-        match router.leader().propose(payload.clone()).await {
+        match router.propose(payload.clone()).await {
             Ok(_) => return true,
             Err(NodeError::NotLeader { leader_hint }) => {
                 recorder.errors.not_leader.fetch_add(1, Ordering::Relaxed);

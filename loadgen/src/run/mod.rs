@@ -31,8 +31,12 @@
 
 mod baseline;
 mod cluster;
+mod deployment;
 mod drive;
 mod options;
+mod processes;
+pub(crate) mod protocol;
+mod remote;
 mod report;
 mod resources;
 mod sweep;
@@ -45,13 +49,14 @@ use anyhow::{bail, Context, Result};
 use barge_net::Bytes;
 
 use self::baseline::Baseline;
-use self::cluster::LocalCluster;
+use self::deployment::Cluster;
 use self::drive::Recorder;
 use self::options::{Command, Options, SweepParameter};
-use self::report::{NodeFigures, RunReport};
+use self::report::{NodeFigures, ProcessFigures, RunReport};
 use self::resources::Resources;
 use crate::system::file_system_type;
 
+pub(crate) use self::cluster::Counter;
 pub use self::options::USAGE;
 
 /// How long a new cluster may take to agree on a leader.
@@ -167,7 +172,7 @@ async fn one_run(
     parent: &Path,
     baseline: Option<Baseline>,
 ) -> Result<RunReport> {
-    let cluster = LocalCluster::start(options.nodes, parent).await?;
+    let cluster = Cluster::start(options.nodes, parent, options.processes).await?;
     let driven = drive_cluster(&cluster, options).await;
     let shutdown = cluster.shutdown().await;
     let mut report = driven?;
@@ -176,12 +181,17 @@ async fn one_run(
     Ok(report)
 }
 
-async fn drive_cluster(cluster: &LocalCluster, options: &Options) -> Result<RunReport> {
+async fn drive_cluster(cluster: &Cluster, options: &Options) -> Result<RunReport> {
     let leader = cluster.wait_for_leader(LEADER_TIMEOUT).await?;
     let concurrency = options.concurrency();
     eprintln!(
-        "cluster of {} up, leader {leader}; {} for {:.1} s + {:.1} s warm-up",
+        "cluster of {} up{}, leader {leader}; {} for {:.1} s + {:.1} s warm-up",
         options.nodes,
+        if cluster.processes() {
+            " (one process per node)"
+        } else {
+            ""
+        },
         match options.rate_per_s {
             Some(rate) => format!("open loop at {rate} ops/s (≤ {concurrency} in flight)"),
             None => format!("{concurrency} closed-loop clients"),
@@ -189,8 +199,7 @@ async fn drive_cluster(cluster: &LocalCluster, options: &Options) -> Result<RunR
         options.duration.as_secs_f64(),
         options.warmup.as_secs_f64()
     );
-    let router = Arc::new(cluster.router());
-    router.redirect(Some(leader));
+    let router = Arc::new(cluster.router(leader, options.connections_per_node).await?);
     let started = Instant::now();
     let window_start = started + options.warmup;
     let window_end = window_start + options.duration;
@@ -217,16 +226,19 @@ async fn drive_cluster(cluster: &LocalCluster, options: &Options) -> Result<RunR
     ));
 
     tokio::time::sleep_until(window_start.into()).await;
-    let (metrics_before, resources_before) = (cluster.metrics(), Resources::now());
+    let (metrics_before, resources_before) = (cluster.metrics().await, cluster.resources());
     tokio::time::sleep_until(window_end.into()).await;
-    let (metrics_after, resources_after) = (cluster.metrics(), Resources::now());
+    let (metrics_after, resources_after) = (cluster.metrics().await, cluster.resources());
     let abandoned = load.await.context("the proposers' task failed")??;
     progress.abort();
     let _ = progress.await;
     if let Some(fatal) = recorder.fatal() {
         bail!("the cluster failed during the run: {fatal}");
     }
+    let (metrics_before, metrics_after) = (metrics_before?, metrics_after?);
+    let resources_end = cluster.resources();
     let seconds = options.duration.as_secs_f64();
+    let processes = ProcessFigures::between(&resources_before, &resources_after, &resources_end);
     let per_node = metrics_before
         .iter()
         .zip(&metrics_after)
@@ -248,12 +260,40 @@ async fn drive_cluster(cluster: &LocalCluster, options: &Options) -> Result<RunR
         errors: recorder.errors.snapshot().to_vec(),
         abandoned,
         per_node,
-        cpu_seconds: resources_after.cpu_seconds - resources_before.cpu_seconds,
-        cpu_by_thread: resources_before.cpu_by_thread(&resources_after, seconds),
-        peak_rss_bytes: Resources::now().peak_rss_bytes,
-        leader_at_end: cluster.agreed_leader().map(|id| id.0),
+        cpu_seconds: processes.iter().map(|process| process.cpu_seconds).sum(),
+        cpu_by_thread: cpu_by_thread(&resources_before, &resources_after, seconds),
+        // A bound on the peak of the sum: each process's own peak, added.
+        peak_rss_bytes: processes.iter().map(|process| process.peak_rss_bytes).sum(),
+        processes,
+        one_process: !cluster.processes(),
+        leader_at_end: cluster.agreed_leader().await.map(|id| id.0),
         baseline: None,
     })
+}
+
+/// CPU by thread group over the window, % of one core, largest first;
+/// with several processes each group is named `<process>/<group>`.
+fn cpu_by_thread(
+    before: &[(String, Resources)],
+    after: &[(String, Resources)],
+    seconds: f64,
+) -> Vec<(String, f64)> {
+    let several = after.len() > 1;
+    let mut groups: Vec<(String, f64)> = before
+        .iter()
+        .zip(after)
+        .flat_map(|((name, before), (_, after))| {
+            before
+                .cpu_by_thread(after, seconds)
+                .into_iter()
+                .map(move |(group, percent)| match several {
+                    true => (format!("{name}/{group}"), percent),
+                    false => (group, percent),
+                })
+        })
+        .collect();
+    groups.sort_by(|a, b| b.1.total_cmp(&a.1));
+    groups
 }
 
 #[cfg(test)]

@@ -30,7 +30,9 @@ and ends with a table on stdout (or one JSON object with --json).
                        writes an SVG plot
   --plot FILE          where --sweep writes its plot (default barge-sweep-<P>.svg)
   --json               one JSON object on stdout, nothing else
-  --processes          one OS process per node (not supported yet: refused)
+  --processes          one OS process per node (`barge-loadgen node` children); the
+                       proposers reach them over a binary protocol on loopback TCP
+  --connections N      with --processes: TCP connections to each node (default 4)
   --no-fsync           refused: the node has no way to skip fsync
   -h, --help           this text";
 
@@ -65,6 +67,7 @@ pub const NODES_MAX: u64 = 7;
 pub const CLIENTS_MAX: usize = 1_000_000;
 pub const PAYLOAD_BYTES_MAX: usize = 1 << 20;
 pub const CLIENT_THREADS_MAX: usize = 64;
+pub const CONNECTIONS_MAX: usize = 64;
 /// In-flight bound of the open loop when `--clients` is not given.
 pub const OPEN_LOOP_INFLIGHT_DEFAULT: usize = 16_384;
 
@@ -84,6 +87,10 @@ pub struct Options {
     pub sweep: Option<Sweep>,
     pub plot: Option<PathBuf>,
     pub json: bool,
+    /// One OS process per node.
+    pub processes: bool,
+    /// With `processes`: TCP connections from the proposers to each node.
+    pub connections_per_node: usize,
 }
 
 impl Default for Options {
@@ -101,6 +108,8 @@ impl Default for Options {
             sweep: None,
             plot: None,
             json: false,
+            processes: false,
+            connections_per_node: 4,
         }
     }
 }
@@ -177,7 +186,7 @@ fn parse_sweep(text: &str) -> Result<Sweep> {
 /// The first bad or unknown flag, with the usage text.
 pub fn parse(mut parser: lexopt::Parser) -> Result<Command> {
     let mut options = Options::default();
-    let mut processes = false;
+    let mut connections = None;
     while let Some(arg) = parser.next()? {
         let text =
             |parser: &mut lexopt::Parser| -> Result<String> { Ok(parser.value()?.string()?) };
@@ -217,7 +226,11 @@ pub fn parse(mut parser: lexopt::Parser) -> Result<Command> {
             Long("sweep") => options.sweep = Some(parse_sweep(&text(&mut parser)?)?),
             Long("plot") => options.plot = Some(parser.value()?.into()),
             Long("json") => options.json = true,
-            Long("processes") => processes = true,
+            Long("processes") => options.processes = true,
+            Long("connections") => {
+                let count = number(&text(&mut parser)?, "--connections")?;
+                connections = Some(in_range(count, "--connections", 1, CONNECTIONS_MAX)?);
+            }
             Long("no-fsync") => bail!(
                 "--no-fsync is not supported: the node always syncs its log and has no option \
                  to skip it, so this tool refuses rather than label synced figures as unsafe ones"
@@ -226,11 +239,11 @@ pub fn parse(mut parser: lexopt::Parser) -> Result<Command> {
             other => bail!("{}\n{USAGE}", other.unexpected()),
         }
     }
-    if processes {
-        bail!(
-            "--processes (one OS process per node) is not supported yet: the cluster runs \
-             in this process, each node on its own threads; run without --processes"
-        );
+    if let Some(connections) = connections {
+        if !options.processes {
+            bail!("--connections only applies with --processes");
+        }
+        options.connections_per_node = connections;
     }
     if options.plot.is_some() && options.sweep.is_none() {
         bail!("--plot only applies with --sweep");
@@ -278,6 +291,9 @@ mod tests {
             "/var/tmp",
             "--baseline",
             "--json",
+            "--processes",
+            "--connections",
+            "8",
         ])
         .expect("valid flags");
         let Command::Run(options) = command else {
@@ -290,7 +306,8 @@ mod tests {
         assert_eq!(options.warmup, Duration::ZERO);
         assert_eq!(options.client_threads, 3);
         assert_eq!(options.data_dir, Some(PathBuf::from("/var/tmp")));
-        assert!(options.baseline && options.json);
+        assert!(options.baseline && options.json && options.processes);
+        assert_eq!(options.connections_per_node, 8);
     }
 
     #[test]
@@ -337,7 +354,11 @@ mod tests {
             (&["--duration", "soon"], "not a number of seconds"),
             (&["--rate", "0"], "--rate must be between"),
             (&["--no-fsync"], "--no-fsync is not supported"),
-            (&["--processes"], "not supported yet"),
+            (&["--connections", "2"], "only applies with --processes"),
+            (
+                &["--processes", "--connections", "0"],
+                "--connections must be between",
+            ),
             (&["--plot", "x.svg"], "only applies with --sweep"),
             (&["--frobnicate"], "usage:"),
         ];

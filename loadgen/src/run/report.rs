@@ -10,6 +10,38 @@ use hdrhistogram::Histogram;
 use serde_json::{json, Value};
 
 use super::baseline::Baseline;
+use super::resources::Resources;
+
+/// One OS process of the run (the load generator, or a node process).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ProcessFigures {
+    /// `loadgen` or `node-<id>`.
+    pub name: String,
+    /// CPU seconds used over the measured window.
+    pub cpu_seconds: f64,
+    /// Peak resident set size at the end of the run (VmHWM), bytes.
+    pub peak_rss_bytes: u64,
+}
+
+impl ProcessFigures {
+    /// Pairs readings by position: window start, window end, end of run.
+    pub fn between(
+        before: &[(String, Resources)],
+        after: &[(String, Resources)],
+        end: &[(String, Resources)],
+    ) -> Vec<ProcessFigures> {
+        before
+            .iter()
+            .zip(after)
+            .zip(end)
+            .map(|(((name, before), (_, after)), (_, end))| ProcessFigures {
+                name: name.clone(),
+                cpu_seconds: (after.cpu_seconds - before.cpu_seconds).max(0.0),
+                peak_rss_bytes: end.peak_rss_bytes.max(after.peak_rss_bytes),
+            })
+            .collect()
+    }
+}
 
 /// One node's counters over the measured window.
 #[derive(Clone, Debug, PartialEq)]
@@ -113,7 +145,12 @@ pub struct RunReport {
     pub cpu_seconds: f64,
     /// CPU over the window by thread group, % of one core, largest first.
     pub cpu_by_thread: Vec<(String, f64)>,
+    /// Sum of the processes' peaks.
     pub peak_rss_bytes: u64,
+    /// Each process: this one first, then the node processes, if any.
+    pub processes: Vec<ProcessFigures>,
+    /// Whether the nodes ran inside the load generator's process.
+    pub one_process: bool,
     pub leader_at_end: Option<u64>,
     pub baseline: Option<Baseline>,
 }
@@ -245,6 +282,16 @@ impl RunReport {
                 .map(|(group, percent)| (group.clone(), json!(percent)))
                 .collect::<serde_json::Map<String, Value>>(),
             "cores": std::thread::available_parallelism().map_or(0, usize::from),
+            "node_processes": !self.one_process,
+            "processes": self
+                .processes
+                .iter()
+                .map(|process| json!({
+                    "name": process.name,
+                    "cpu_percent": process.cpu_seconds / self.seconds() * 100.0,
+                    "peak_rss_bytes": process.peak_rss_bytes,
+                }))
+                .collect::<Vec<Value>>(),
             "peak_rss_bytes": self.peak_rss_bytes,
             "leader_changes": self.leader_changes(),
             "elections": self.elections(),
@@ -283,8 +330,13 @@ impl RunReport {
             None => format!("closed loop, {} clients", self.clients),
         };
         println!(
-            "barge run: {} nodes (in one process), {mode}, {} B payload, {:.1} s measured; fsync on, TLS on",
+            "barge run: {} nodes ({}), {mode}, {} B payload, {:.1} s measured; fsync on, TLS on",
             self.nodes,
+            if self.one_process {
+                "in one process"
+            } else {
+                "one process each"
+            },
             self.payload_bytes,
             self.seconds()
         );
@@ -314,6 +366,21 @@ impl RunReport {
             std::thread::available_parallelism().map_or(0, usize::from),
             self.peak_rss_bytes as f64 / (1 << 20) as f64
         );
+        if !self.one_process {
+            let processes: Vec<String> = self
+                .processes
+                .iter()
+                .map(|process| {
+                    format!(
+                        "{} {:.0} % {:.1} MiB",
+                        process.name,
+                        process.cpu_seconds / self.seconds() * 100.0,
+                        process.peak_rss_bytes as f64 / (1 << 20) as f64
+                    )
+                })
+                .collect();
+            println!("  per process          {}", processes.join(", "));
+        }
         let threads: Vec<String> = self
             .cpu_by_thread
             .iter()
@@ -461,6 +528,12 @@ mod tests {
             cpu_seconds: 1.0,
             cpu_by_thread: vec![("barge-raft".to_owned(), 30.0)],
             peak_rss_bytes: 1 << 20,
+            processes: vec![ProcessFigures {
+                name: "loadgen".to_owned(),
+                cpu_seconds: 1.0,
+                peak_rss_bytes: 1 << 20,
+            }],
+            one_process: true,
             leader_at_end: Some(1),
             baseline: Some(Baseline {
                 fsync_micros_p50: 100.0,
@@ -481,6 +554,8 @@ mod tests {
         assert_eq!(json["fsyncs_per_s"], 5.0);
         assert_eq!(json["cpu_percent"], 50.0);
         assert_eq!(json["cpu_percent_by_thread"]["barge-raft"], 30.0);
+        assert_eq!(json["processes"][0]["cpu_percent"], 50.0);
+        assert_eq!(json["node_processes"], false);
         assert_eq!(json["errors"]["not_leader"], 3);
         // 300 µs over (100 + 100); 1 MB/s over 3 MB/s / 3 nodes.
         assert_eq!(json["ratios"]["p50_over_fsync_plus_rtt"], 1.5);

@@ -1,4 +1,4 @@
-//! CPU time and memory of this process, from /proc/self. Read without
+//! CPU time and memory of this process (or a child), from /proc. Read without
 //! `unsafe` (no getrusage): the process's and each thread's `stat` file,
 //! and `status` for the peak resident set. The result covers every node,
 //! the proposers and the load generator, since they share the process.
@@ -7,6 +7,7 @@
 //! which says where the time goes without a profiler.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 
 /// Linux fixes the unit of /proc/<pid>/stat CPU times (USER_HZ) at 100 per
 /// second for user space on every architecture it supports for this tool.
@@ -30,12 +31,21 @@ pub struct Resources {
 impl Resources {
     /// Reads /proc/self; zeros if it cannot (the report then shows 0).
     pub fn now() -> Resources {
-        let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+        Resources::read(Path::new("/proc/self"))
+    }
+
+    /// Reads /proc/<pid> (a node process); zeros if it cannot.
+    pub fn of_process(pid: u32) -> Resources {
+        Resources::read(&Path::new("/proc").join(pid.to_string()))
+    }
+
+    fn read(process: &Path) -> Resources {
+        let stat = std::fs::read_to_string(process.join("stat")).unwrap_or_default();
+        let status = std::fs::read_to_string(process.join("status")).unwrap_or_default();
         Resources {
             cpu_seconds: cpu_seconds(&stat).unwrap_or(0.0),
             peak_rss_bytes: peak_rss_bytes(&status).unwrap_or(0),
-            threads: threads(),
+            threads: threads(process),
         }
     }
 
@@ -62,8 +72,8 @@ impl Resources {
     }
 }
 
-fn threads() -> BTreeMap<u64, (String, f64)> {
-    let Ok(entries) = std::fs::read_dir("/proc/self/task") else {
+fn threads(process: &Path) -> BTreeMap<u64, (String, f64)> {
+    let Ok(entries) = std::fs::read_dir(process.join("task")) else {
         return BTreeMap::new();
     };
     entries
@@ -134,6 +144,8 @@ mod tests {
         let before = Resources::now();
         assert!(before.peak_rss_bytes > 0, "this process has a resident set");
         assert!(!before.threads.is_empty(), "this thread is listed");
+        let by_pid = Resources::of_process(std::process::id());
+        assert!(by_pid.peak_rss_bytes > 0 && !by_pid.threads.is_empty());
         let spinner = std::thread::Builder::new()
             .name("spinner-1".to_owned())
             .spawn(|| {

@@ -228,6 +228,8 @@ mod tests {
                 cpu_seconds: 0.5,
                 cpu_by_thread: Vec::new(),
                 peak_rss_bytes: 1 << 20,
+                processes: Vec::new(),
+                one_process: true,
                 leader_at_end: Some(1),
                 baseline: None,
             },
