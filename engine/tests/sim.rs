@@ -70,6 +70,9 @@ fn lease_reads() {
     );
 }
 
+/// A scenario for a seed.
+type ScenarioOf = fn(u64) -> Scenario;
+
 /// Seeds searched for each injected bug before the test gives up.
 const BUG_SEARCH_SEEDS_MAX: u64 = 400;
 
@@ -78,12 +81,15 @@ const BUG_SEARCH_SEEDS_MAX: u64 = 400;
 /// some seed within a bounded search, and names the seed that shows it.
 #[test]
 fn checkers_catch_injected_bugs() {
-    let bugs = [
-        InjectedBug::AckBeforeDurable,
-        InjectedBug::CommitOlderTermByCounting,
+    // Each bug with the scenario whose faults expose it: repair without its
+    // vote floor needs crashes that damage logs.
+    let bugs: [(InjectedBug, ScenarioOf); 3] = [
+        (InjectedBug::AckBeforeDurable, Scenario::hostile),
+        (InjectedBug::CommitOlderTermByCounting, Scenario::hostile),
+        (InjectedBug::RepairWithoutVoteFloor, Scenario::damage),
     ];
     let mut unnoticed = Vec::new();
-    for bug in bugs {
+    for (bug, base) in bugs {
         // Fixed seeds, whatever BARGE_SIM_SEED(S) say: this test's search
         // must stay the same bounded search.
         let plan = Plan {
@@ -92,7 +98,7 @@ fn checkers_catch_injected_bugs() {
             steps: STEPS_DEFAULT,
             trace: None,
         };
-        let scenario = |seed: u64| Scenario::hostile(seed).with_bug(bug);
+        let scenario = |seed: u64| base(seed).with_bug(bug);
         let caught = plan.seeds.iter().find_map(|&seed| {
             run_one(&plan, seed, &scenario)
                 .failure

@@ -139,6 +139,13 @@ pub struct Persisted {
     /// The configuration to start from when there is neither snapshot nor
     /// membership entry (a brand-new cluster's initial voters).
     pub initial_membership: super::membership::Membership,
+    /// The repair floor: set when the driver cut the log back because its
+    /// suffix was damaged, to the last entry id the log held before (the
+    /// node may have acknowledged everything up to it). Until the node holds
+    /// that again, it votes as if it still had the lost entries and never
+    /// campaigns; see [`super::Raft::repair_floor`]. `None` for an intact
+    /// log. A floor the recovered log already reaches is ignored.
+    pub lost: Option<LogId>,
 }
 
 /// The role a node plays now.
@@ -326,4 +333,7 @@ pub struct Metrics {
     pub last_log: LogId,
     /// Members of the current configuration.
     pub members: BTreeSet<NodeId>,
+    /// The repair floor while this node refetches entries it lost to
+    /// damage (it neither campaigns nor votes for candidates behind it).
+    pub repair_floor: Option<LogId>,
 }

@@ -77,6 +77,10 @@ pub enum InjectedBug {
     CommitOlderTermByCounting,
     /// Acknowledge appends before they are durable.
     AckBeforeDurable,
+    /// Repair a damaged log by truncating it and ignoring the repair floor
+    /// (vote as if the lost entries had never been acknowledged, and
+    /// campaign freely).
+    RepairWithoutVoteFloor,
 }
 
 /// Why a [`Config`] is unusable.

@@ -69,7 +69,8 @@ impl Raft {
         }
     }
 
-    /// Whether this node may campaign: not restoring a snapshot, and a
+    /// Whether this node may campaign: not restoring a snapshot, not
+    /// repairing a damaged log (`repair.rs`), and a
     /// voter of its effective configuration or of its committed one.
     ///
     /// The second case is a leader that appended its own removal and lost
@@ -80,6 +81,7 @@ impl Raft {
     /// knows to be committed never campaigns.
     pub(crate) fn is_promotable(&self) -> bool {
         self.installing.is_none()
+            && !self.repair_blocks_campaign()
             && (self.membership().is_voter(self.id)
                 || self.committed_membership().is_voter(self.id))
     }
@@ -157,8 +159,10 @@ impl Raft {
         }
     }
 
+    /// §5.4.1, against the repair floor while one is set: a node that
+    /// lost acknowledged entries votes as if it still held them.
     fn log_is_up_to_date(&self, candidate_last: LogId) -> bool {
-        candidate_last >= self.log.last()
+        candidate_last >= self.vote_floor()
     }
 
     pub(crate) fn handle_pre_vote(&mut self, from: NodeId, term: Term, last_log: LogId) {

@@ -107,6 +107,7 @@ mod progress;
 mod raft;
 mod read;
 mod reconfigure;
+mod repair;
 mod replication;
 mod snapshot;
 mod step;

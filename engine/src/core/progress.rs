@@ -149,8 +149,25 @@ impl Progress {
     /// The follower refused an append whose previous entry was `rejected`;
     /// retry from `next` (already computed from the hint). Returns false
     /// for a stale rejection that changes nothing.
+    ///
+    /// A retry point at or below the match point means the follower no
+    /// longer holds entries it acknowledged: it cut a damaged log back
+    /// (`repair.rs`; it also says so in answer to a heartbeat whose commit
+    /// index it lacks). The match point moves back to what the follower
+    /// still holds and the leader probes from there; otherwise it would
+    /// resend from the old match point, or nothing at all, forever. A
+    /// follower that lost nothing never hints below the match point (its
+    /// log agrees with the leader's up to it), so only a rejection reordered
+    /// behind a later acknowledgement looks the same: that costs one probe,
+    /// and commitment never moves back.
     pub(crate) fn rejected(&mut self, rejected: LogIndex, next: LogIndex) -> bool {
         self.recent_active = true;
+        if next <= self.match_index && !matches!(self.state, ProgressState::Snapshot { .. }) {
+            self.match_index = next.prev();
+            self.stalled_heartbeats = 0;
+            self.become_probe();
+            return true;
+        }
         match self.state {
             ProgressState::Replicate => {
                 if rejected <= self.match_index {
@@ -250,9 +267,39 @@ mod tests {
         p.acknowledged(LogIndex(12));
         assert_eq!(p.inflight_bytes(), 60);
         assert!(p.can_send(2, 100));
-        assert!(!p.rejected(LogIndex(11), LogIndex(1)), "below match: stale");
+        assert!(
+            !p.rejected(LogIndex(11), LogIndex(13)),
+            "below match: stale"
+        );
         assert!(p.rejected(LogIndex(14), LogIndex(13)));
         assert_eq!(p.state, ProgressState::Probe { paused: false });
         assert_eq!(p.next_index, LogIndex(13));
+    }
+
+    #[test]
+    fn follower_whose_log_went_back_is_probed_from_what_it_holds() {
+        let mut p = Progress::new(LogIndex(11));
+        p.sent(LogIndex(11), LogIndex(11), 10);
+        assert!(p.acknowledged(LogIndex(20)));
+        assert_eq!(p.state, ProgressState::Replicate);
+        // The follower cut its log back to 7 and refuses the append after 20.
+        assert!(p.rejected(LogIndex(20), LogIndex(8)));
+        assert_eq!(p.match_index, LogIndex(7));
+        assert_eq!(p.next_index, LogIndex(8));
+        assert_eq!(p.state, ProgressState::Probe { paused: false });
+        // The same in probe state: the probe after the match point fails.
+        let mut p = Progress::new(LogIndex(11));
+        p.sent(LogIndex(11), LogIndex(11), 10);
+        assert!(p.acknowledged(LogIndex(20)));
+        p.become_probe();
+        p.sent(LogIndex(21), LogIndex(21), 10);
+        assert!(p.rejected(LogIndex(20), LogIndex(3)));
+        assert_eq!(p.match_index, LogIndex(2));
+        assert_eq!(p.next_index, LogIndex(3));
+        // A rejection below the match point that retries above it is stale.
+        p.sent(LogIndex(3), LogIndex(5), 10);
+        assert!(p.acknowledged(LogIndex(5)));
+        assert!(!p.rejected(LogIndex(4), LogIndex(6)));
+        assert_eq!(p.match_index, LogIndex(5));
     }
 }

@@ -127,6 +127,10 @@ pub struct Raft {
     /// A snapshot handed to the driver to install, not yet reported done.
     pub(crate) installing: Option<LogId>,
 
+    /// The repair floor (see `repair.rs`). Invariant: while set, the
+    /// durable log is short of it and the node is a follower.
+    pub(crate) repair_floor: Option<LogId>,
+
     pub(crate) withheld: VecDeque<Withheld>,
     pub(crate) actions: VecDeque<Action>,
     pub(crate) metrics: Metrics,
@@ -269,6 +273,7 @@ impl Raft {
             snapshot_requested: false,
             incoming_snapshot: None,
             installing: None,
+            repair_floor: persisted.lost,
             withheld: VecDeque::new(),
             actions: VecDeque::new(),
             metrics: Metrics::default(),
@@ -278,6 +283,7 @@ impl Raft {
             config,
         };
         raft.reset_election_timeout();
+        raft.update_repair_floor();
         raft.check_invariants();
         Ok(raft)
     }
@@ -377,6 +383,17 @@ impl Raft {
             .map_or(&self.memberships[0].1, |(_, m)| m)
     }
 
+    /// The repair floor: `Some` while this node refetches log entries it
+    /// lost to damage (it was started with [`Persisted::lost`]). Meanwhile
+    /// it neither campaigns nor votes for a candidate whose log is behind
+    /// the floor. Becomes `None` once the durable log holds again what the
+    /// floor stands for; a driver that persisted the floor may then drop
+    /// it.
+    #[must_use]
+    pub fn repair_floor(&self) -> Option<LogId> {
+        self.repair_floor
+    }
+
     /// The last snapshot's metadata, if any.
     #[must_use]
     pub fn snapshot_meta(&self) -> Option<&SnapshotMeta> {
@@ -398,6 +415,7 @@ impl Raft {
         }
         metrics.last_log = self.log.last();
         metrics.members = self.membership().members().collect();
+        metrics.repair_floor = self.repair_floor;
         metrics
     }
 
@@ -758,6 +776,7 @@ impl Raft {
 
     fn after_input(&mut self) {
         self.release_withheld();
+        self.update_repair_floor();
         self.check_invariants();
     }
 
@@ -813,5 +832,6 @@ impl Raft {
             context(),
             self.log.last().term
         );
+        self.check_repair_invariants();
     }
 }

@@ -411,7 +411,21 @@ impl Raft {
     }
 
     pub(crate) fn handle_heartbeat(&mut self, from: NodeId, commit: LogIndex, context: u64) {
-        let commit = commit.min(self.log.last().index);
+        let last = self.log.last();
+        if commit > last.index {
+            // The leader believes this log holds `commit` (it sends at most
+            // what was acknowledged): it was cut back after damage. Say so,
+            // or the leader, seeing nothing to send, would wait for the
+            // next proposal to find out (see `Progress::rejected`).
+            self.send(
+                from,
+                MessageBody::AppendResponse(AppendResult::Reject {
+                    rejected: commit,
+                    hint: last,
+                }),
+            );
+        }
+        let commit = commit.min(last.index);
         if commit > self.commit {
             self.commit = commit;
             self.on_commit_advanced();

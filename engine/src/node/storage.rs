@@ -7,6 +7,7 @@
 //!   snapshot       the latest snapshot (format below), replaced atomically
 //!   log/           barge-wal's segments and hard state
 //!   log.next/      a replacement log being prepared after a snapshot install
+//!   repair         the repair floor while damaged entries are refetched
 //! ```
 //!
 //! # Snapshot file (integers little-endian)
@@ -37,6 +38,51 @@
 //! old log beside the new snapshot, recovery drops the old entries that do
 //! not follow the snapshot (their terms disagree at the snapshot's index) and
 //! replaces the log then.
+//!
+//! # Repairing a damaged log
+//!
+//! A record the WAL cannot read back outside the torn tail (a flipped bit,
+//! a lost sector) is damage: the entries in it, and every entry after it,
+//! are discarded and fetched again from the leader (protocol-aware
+//! recovery, after PAR, FAST 2018). The node may have acknowledged those
+//! entries, so until it holds them again it must not vote for a candidate
+//! that lacks them nor lead (see the core's `repair` module). At open:
+//!
+//! 1. The *repair floor* is computed: the last entry id the log held (the
+//!    WAL knows it from the record headers after the damage). If damage
+//!    reaches the end of the log, so that the last id is unknown, the floor
+//!    is `(term, u64::MAX)` with the hard state's term: every entry the log
+//!    ever held has a term at most that, so the floor is above all of them
+//!    (it costs liveness only: it clears once a leader of a later term has
+//!    replicated to the node). Damage wholly inside the snapshot is ignored
+//!    (those entries are never read again).
+//! 2. The floor is written durably to `repair` (temp file, fsync, rename,
+//!    directory fsync; the higher of it and a floor already there) BEFORE the
+//!    log is touched.
+//! 3. The log is truncated durably from the first damaged index (from the
+//!    first index the log holds after the snapshot when the damage's first
+//!    index is unknown), and the intact prefix is read.
+//! 4. The core starts with [`Persisted::lost`] set to the floor.
+//!
+//! | crash after | what the next open finds                  | outcome          |
+//! |-------------|-------------------------------------------|------------------|
+//! | 1           | damage, no `repair`                       | repeats 1-4      |
+//! | 2           | damage, `repair`                          | repeats 2-4 (max)|
+//! | 3           | a shorter intact log, `repair`            | floor from file  |
+//! | catching up | a longer log, `repair`                    | floor from file; the core drops it once the log reaches it |
+//!
+//! The floor only ever moves up while the file exists, and the file outlives
+//! the truncation, so no crash lets the node forget what it acknowledged.
+//! The file is removed at open when the recovered log already reaches the
+//! floor, or by [`clear_repair_floor`] once the core reports the floor
+//! cleared (the core clears it only on durable state).
+//!
+//! | offset | size | field                     |
+//! |--------|------|---------------------------|
+//! | 0      | 8    | magic `BARGEREP`          |
+//! | 8      | 8    | term of the floor         |
+//! | 16     | 8    | index of the floor        |
+//! | 24     | 4    | CRC32C of bytes 0..24     |
 
 use std::fs::{self, File};
 use std::io::{Read, Write};
@@ -57,6 +103,9 @@ const SNAPSHOT_TMP_FILE: &str = "snapshot.tmp";
 const LOG_DIR: &str = "log";
 const LOG_NEXT_DIR: &str = "log.next";
 const SNAPSHOT_MAGIC: &[u8; 8] = b"BARGESNP";
+const REPAIR_FILE: &str = "repair";
+const REPAIR_MAGIC: &[u8; 8] = b"BARGEREP";
+const REPAIR_FILE_BYTES: usize = 28;
 /// Largest snapshot file read at start (matches the core's default
 /// `snapshot_bytes_max`); a larger file is reported corrupt, not allocated.
 const SNAPSHOT_FILE_BYTES_MAX: u64 = 4 << 30;
@@ -121,26 +170,64 @@ pub(super) fn recover(
         settings.wal_config(Some(Box::new(notifier.clone()))),
     )
     .map_err(|error| StartError::Log(format!("{}: {error}", log_dir.display())))?;
-    if let Some(damage) = recovery.damaged.first() {
-        return Err(StartError::Log(format!(
-            "{} damaged range(s), first in {} at offset {} (indexes {:?}..={:?}); \
-             refetching damaged entries from peers is not implemented yet",
-            recovery.damaged.len(),
-            damage.path.display(),
-            damage.offset,
-            damage.first,
-            damage.last
-        )));
-    }
     let hard_state = HardState {
         term: Term(recovery.hard_state.term),
         vote: recovery.hard_state.vote.map(NodeId),
     };
+    let snapshot_index = snapshot
+        .as_ref()
+        .map_or(LogIndex(0), |snapshot| snapshot.meta.last.index);
+    let mut lost = read_repair_floor(dir)?;
+    let mut log_last = recovery
+        .last
+        .map(|last| LogId::new(Term(last.term), LogIndex(last.index)));
+    if let Some(damage) = assess_damage(&recovery, snapshot_index, hard_state.term) {
+        let floor = lost.map_or(damage.floor, |lost| lost.max(damage.floor));
+        write_durably(dir, REPAIR_FILE, &encode_repair_floor(floor))?;
+        lost = Some(floor);
+        let cut_from = damage
+            .cut_from
+            .filter(|cut| log_last.is_some_and(|last| *cut <= last.index));
+        if let Some(cut_from) = cut_from {
+            let sequence = wal
+                .truncate_suffix(cut_from.0)
+                .map_err(|error| StartError::Log(format!("{}: {error}", log_dir.display())))?;
+            let durable = wal
+                .wait_durable(sequence)
+                .map_err(|error| StartError::Log(format!("{}: {error}", log_dir.display())))?;
+            log_last = durable
+                .last
+                .map(|last| LogId::new(Term(last.term), LogIndex(last.index)));
+        }
+        let lost_first = cut_from.map_or_else(|| "?".to_owned(), |cut| cut.0.to_string());
+        tracing::warn!(
+            node = config.id.0,
+            ranges = recovery.damaged.len(),
+            first_damage = %damage.described,
+            "node {} lost entries {}..={} to damage; refetching from the leader; \
+             not voting for candidates behind ({}, {}); not campaigning",
+            config.id.0,
+            lost_first,
+            floor.index.0,
+            floor.term.0,
+            floor.index.0,
+        );
+    }
     let limits = config.raft.batch_limits();
     let mut batches = Vec::new();
-    if let (Some(first), Some(last)) = (recovery.first, recovery.last) {
+    // Damage inside the snapshot is never read: start after it then.
+    let read_from = |first: barge_wal::EntryId| {
+        if recovery.damaged.is_empty() {
+            LogIndex(first.index)
+        } else {
+            LogIndex(first.index).max(snapshot_index.next())
+        }
+    };
+    let first = recovery.first.map(read_from);
+    let readable = log_last.filter(|last| first.is_some_and(|first| last.index >= first));
+    if let (Some(first), Some(last)) = (first, readable) {
         let stored = wal
-            .read(first.index..=last.index, usize::MAX)
+            .read(first.0..=last.index.0, usize::MAX)
             .map_err(|error| StartError::Log(format!("reading {}: {error}", log_dir.display())))?;
         for batch in stored {
             let len = batch
@@ -187,13 +274,180 @@ pub(super) fn recover(
             wal = replace_log(dir, wal, settings, hard_state, last.index.next(), notifier)?;
         }
     }
+    if let Some(floor) = lost {
+        // The core's rule (its `repair` module): the log reaches the floor,
+        // or a snapshot (committed state) covers its index.
+        let held = batches.last().map(Batch::last_id);
+        let reached = held.is_some_and(|held| held >= floor) || snapshot_index >= floor.index;
+        if reached {
+            // A crash after the repair caught up, before the file went.
+            clear_repair_floor(dir)?;
+            lost = None;
+        }
+    }
     let persisted = Persisted {
         hard_state,
         snapshot: snapshot.clone(),
         batches,
         initial_membership: initial_membership(config),
+        lost,
     };
     Ok((Recovered { wal, persisted }, snapshot))
+}
+
+/// What to do about the damage the WAL reported at open.
+struct DamagePlan {
+    /// First index to discard (everything from here on is refetched);
+    /// `None` when no entry the log still holds is hidden.
+    cut_from: Option<LogIndex>,
+    /// The repair floor: the last entry id the log held before.
+    floor: LogId,
+    /// The first damaged range, for the log line.
+    described: String,
+}
+
+/// Decides what to cut and which floor to keep (module docs, step 1), or
+/// `None` when all damage lies inside the snapshot.
+fn assess_damage(
+    recovery: &barge_wal::Recovery,
+    snapshot_index: LogIndex,
+    term: Term,
+) -> Option<DamagePlan> {
+    let log_first = recovery
+        .first
+        .map_or(snapshot_index.next(), |first| LogIndex(first.index))
+        .max(snapshot_index.next());
+    let mut cut_from: Option<LogIndex> = None;
+    let mut last_known = true;
+    let mut relevant = false;
+    let mut described = String::new();
+    for damage in &recovery.damaged {
+        if damage.last.is_some_and(|last| last <= snapshot_index.0) {
+            continue;
+        }
+        relevant = true;
+        if described.is_empty() {
+            described = format!(
+                "{} at offset {} ({} bytes, indexes {:?}..={:?})",
+                damage.path.display(),
+                damage.offset,
+                damage.bytes,
+                damage.first,
+                damage.last
+            );
+        }
+        let from = match (damage.first, damage.last) {
+            // Entries from `first` on are lost.
+            (Some(first), _) => LogIndex(first),
+            // Lost entries up to `last`, their start unknown: everything
+            // the log holds after the snapshot may be among them.
+            (None, Some(_)) => log_first,
+            // Either no entry the log still holds is hidden (a damaged
+            // commit record, entries a later truncation voided) or nothing
+            // bounds the damage: nothing to cut, but the log's true last
+            // entry may be unknown.
+            (None, None) => {
+                last_known = false;
+                continue;
+            }
+        };
+        if damage.last.is_none() {
+            last_known = false;
+        }
+        let from = from.max(snapshot_index.next());
+        if cut_from.is_none_or(|cut| from < cut) {
+            cut_from = Some(from);
+        }
+    }
+    if !relevant {
+        return None;
+    }
+    let recorded = recovery
+        .last
+        .map(|last| LogId::new(Term(last.term), LogIndex(last.index)));
+    let floor = match recorded {
+        Some(last) if last_known => last,
+        // The damage may hide the last entries: above anything the log
+        // held (no entry's term exceeds the hard state's).
+        _ => LogId::new(
+            term.max(recorded.map_or(Term(0), |last| last.term)),
+            LogIndex(u64::MAX),
+        ),
+    };
+    Some(DamagePlan {
+        cut_from,
+        floor,
+        described,
+    })
+}
+
+fn encode_repair_floor(floor: LogId) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(REPAIR_FILE_BYTES);
+    bytes.extend_from_slice(REPAIR_MAGIC);
+    bytes.extend_from_slice(&floor.term.0.to_le_bytes());
+    bytes.extend_from_slice(&floor.index.0.to_le_bytes());
+    let crc = crc32c::crc32c(&bytes);
+    bytes.extend_from_slice(&crc.to_le_bytes());
+    bytes
+}
+
+fn decode_repair_floor(bytes: &[u8]) -> Result<LogId, &'static str> {
+    if bytes.len() != REPAIR_FILE_BYTES {
+        return Err("wrong length");
+    }
+    if &bytes[..8] != REPAIR_MAGIC {
+        return Err("bad magic");
+    }
+    let crc = u32::from_le_bytes([bytes[24], bytes[25], bytes[26], bytes[27]]);
+    if crc32c::crc32c(&bytes[..24]) != crc {
+        return Err("checksum mismatch");
+    }
+    let word = |at: usize| {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(&bytes[at..at + 8]);
+        u64::from_le_bytes(word)
+    };
+    Ok(LogId::new(Term(word(8)), LogIndex(word(16))))
+}
+
+/// The repair floor left by an earlier start, if any.
+///
+/// A damaged `repair` file is an error, not "no floor": forgetting the floor
+/// could let the node vote for a candidate missing entries it acknowledged.
+fn read_repair_floor(dir: &Path) -> Result<Option<LogId>, StartError> {
+    let path = dir.join(REPAIR_FILE);
+    let mut bytes = Vec::new();
+    match File::open(&path) {
+        Ok(file) => {
+            // Bounded: a longer file is corrupt anyway.
+            file.take(REPAIR_FILE_BYTES as u64 + 1)
+                .read_to_end(&mut bytes)
+                .map_err(io_error(&path))?;
+        }
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => return Err(StartError::Io { path, source }),
+    }
+    decode_repair_floor(&bytes)
+        .map(Some)
+        .map_err(|reason| StartError::Corrupt {
+            path,
+            reason: reason.to_owned(),
+        })
+}
+
+/// Drops the persisted repair floor: call once the core reports
+/// `repair_floor() == None` (it clears the floor only on durable state, so
+/// a crash after this cannot bring back a node that forgot its promises).
+///
+/// # Errors
+/// [`StartError::Io`] if the file cannot be removed or the directory synced.
+pub(super) fn clear_repair_floor(dir: &Path) -> Result<(), StartError> {
+    let path = dir.join(REPAIR_FILE);
+    match fs::remove_file(&path) {
+        Ok(()) => sync_dir(dir),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(StartError::Io { path, source }),
+    }
 }
 
 /// The configuration a node starts from when neither its log nor a snapshot
@@ -417,7 +671,99 @@ fn parse_snapshot(bytes: &[u8]) -> Result<Option<Snapshot>, &'static str> {
 
 #[cfg(test)]
 mod tests {
+    use std::path::PathBuf;
+
+    use barge_wal::{Damage, EntryId, Recovery};
+
     use super::*;
+
+    fn damage(first: Option<u64>, last: Option<u64>) -> Damage {
+        Damage {
+            path: PathBuf::from("seg"),
+            offset: 4096,
+            bytes: 512,
+            first,
+            last,
+        }
+    }
+
+    fn recovery(first: u64, last: u64, damaged: Vec<Damage>) -> Recovery {
+        Recovery {
+            first: Some(EntryId {
+                term: 1,
+                index: first,
+            }),
+            last: Some(EntryId {
+                term: 2,
+                index: last,
+            }),
+            damaged,
+            ..Recovery::default()
+        }
+    }
+
+    #[test]
+    fn damage_plan_cuts_from_the_first_damaged_index_and_keeps_the_last_id() {
+        let found = recovery(
+            1,
+            100,
+            vec![damage(Some(40), Some(49)), damage(Some(70), Some(79))],
+        );
+        let plan = assess_damage(&found, LogIndex(0), Term(3)).expect("damage");
+        assert_eq!(plan.cut_from, Some(LogIndex(40)));
+        assert_eq!(plan.floor, LogId::new(Term(2), LogIndex(100)));
+
+        // Inside the snapshot: ignored.
+        let inside = recovery(1, 100, vec![damage(Some(10), Some(19))]);
+        assert!(assess_damage(&inside, LogIndex(20), Term(3)).is_none());
+        // Straddling it: cut after the snapshot.
+        let straddling = recovery(1, 100, vec![damage(Some(10), Some(29))]);
+        let plan = assess_damage(&straddling, LogIndex(20), Term(3)).expect("damage");
+        assert_eq!(plan.cut_from, Some(LogIndex(21)));
+
+        // Start unknown: everything after the snapshot may be lost.
+        let unknown_start = recovery(5, 100, vec![damage(None, Some(60))]);
+        let plan = assess_damage(&unknown_start, LogIndex(0), Term(3)).expect("damage");
+        assert_eq!(plan.cut_from, Some(LogIndex(5)));
+        assert_eq!(plan.floor, LogId::new(Term(2), LogIndex(100)));
+
+        // Damage to the end of the log hides the last id: the most
+        // conservative floor.
+        let to_the_end = recovery(1, 39, vec![damage(Some(40), None)]);
+        let plan = assess_damage(&to_the_end, LogIndex(0), Term(3)).expect("damage");
+        assert_eq!(plan.cut_from, Some(LogIndex(40)));
+        assert_eq!(plan.floor, LogId::new(Term(3), LogIndex(u64::MAX)));
+        let unbounded = recovery(1, 39, vec![damage(None, None)]);
+        let plan = assess_damage(&unbounded, LogIndex(0), Term(3)).expect("damage");
+        assert_eq!(plan.cut_from, None);
+        assert_eq!(plan.floor, LogId::new(Term(3), LogIndex(u64::MAX)));
+    }
+
+    #[test]
+    fn repair_floor_file_round_trips_and_detects_damage() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        assert_eq!(read_repair_floor(dir.path()).expect("absent"), None);
+        let floor = LogId::new(Term(7), LogIndex(1234));
+        write_durably(dir.path(), REPAIR_FILE, &encode_repair_floor(floor)).expect("write");
+        assert_eq!(read_repair_floor(dir.path()).expect("read"), Some(floor));
+
+        let path = dir.path().join(REPAIR_FILE);
+        let mut bytes = fs::read(&path).expect("read file");
+        bytes[12] ^= 0x10;
+        fs::write(&path, &bytes).expect("write back");
+        assert!(matches!(
+            read_repair_floor(dir.path()),
+            Err(StartError::Corrupt { .. })
+        ));
+        fs::write(&path, vec![0u8; 1 << 16]).expect("oversized");
+        assert!(matches!(
+            read_repair_floor(dir.path()),
+            Err(StartError::Corrupt { .. })
+        ));
+        clear_repair_floor(dir.path()).expect("remove");
+        clear_repair_floor(dir.path()).expect("already gone");
+        assert_eq!(read_repair_floor(dir.path()).expect("absent"), None);
+    }
 
     #[test]
     fn snapshot_file_round_trips_and_detects_damage() {

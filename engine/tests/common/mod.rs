@@ -19,6 +19,8 @@ pub struct Disk {
     pub hard_state: HardState,
     pub batches: Vec<Batch>,
     pub snapshot: Option<Snapshot>,
+    /// The repair floor written before a damaged suffix was cut.
+    pub lost: Option<LogId>,
 }
 
 impl Disk {
@@ -176,6 +178,7 @@ impl Cluster {
             snapshot: node.disk.snapshot.clone(),
             batches: node.disk.batches.clone(),
             initial_membership: initial,
+            lost: node.disk.lost,
         };
         node.applied = node
             .disk
@@ -195,10 +198,35 @@ impl Cluster {
 
     pub fn crash(&mut self, id: u64) {
         let node = self.nodes.get_mut(&NodeId(id)).expect("known node");
+        if node
+            .raft
+            .as_ref()
+            .is_some_and(|raft| raft.repair_floor().is_none())
+        {
+            // The core holds durably what the floor stood for: a driver
+            // drops its persisted floor.
+            node.disk.lost = None;
+        }
         node.raft = None;
         node.queued.clear();
         self.network
             .retain(|m| m.to != NodeId(id) && m.from != NodeId(id));
+    }
+
+    /// Crashes `id` and damages its durable log from `from` on, as a
+    /// driver repairs it: the repair floor (the last entry id the log held)
+    /// is written first, then the log is cut back to the intact prefix.
+    /// The node stays down until [`Cluster::restart`].
+    pub fn crash_damaged(&mut self, id: u64, from: LogIndex) {
+        self.crash(id);
+        let disk = &mut self.node_mut(id).disk;
+        let last = disk
+            .batches
+            .last()
+            .map(Batch::last_id)
+            .expect("a log to damage");
+        disk.lost = Some(disk.lost.map_or(last, |lost| lost.max(last)));
+        disk.truncate_after(from.prev());
     }
 
     pub fn node(&self, id: u64) -> &TestNode {

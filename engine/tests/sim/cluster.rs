@@ -34,6 +34,8 @@ pub struct Outcome {
     pub acknowledged: u64,
     pub reads: u64,
     pub crashes: u64,
+    /// Crashes after which the node's log suffix was damaged (and cut).
+    pub damaged: u64,
     pub partitions: u64,
     pub snapshots_created: u64,
     pub snapshots_installed: u64,
@@ -59,6 +61,7 @@ impl Outcome {
         self.acknowledged += other.acknowledged;
         self.reads += other.reads;
         self.crashes += other.crashes;
+        self.damaged += other.damaged;
         self.partitions += other.partitions;
         self.snapshots_created += other.snapshots_created;
         self.snapshots_installed += other.snapshots_installed;
@@ -71,14 +74,15 @@ impl Outcome {
 
     pub fn summary(&self) -> String {
         format!(
-            "{} steps, {} leaders elected, {} proposals acknowledged, {} reads served, {} crashes, \
-             {} partitions, {} snapshots created / {} installed, {} membership changes, \
+            "{} steps, {} leaders elected, {} proposals acknowledged, {} reads served, {} crashes \
+             ({} with a damaged log), {} partitions, {} snapshots created / {} installed, {} membership changes, \
              {} transfers, {} messages ({} lost), liveness settled within {} ticks at worst",
             self.steps,
             self.elections,
             self.acknowledged,
             self.reads,
             self.crashes,
+            self.damaged,
             self.partitions,
             self.snapshots_created,
             self.snapshots_installed,
@@ -242,7 +246,7 @@ impl Cluster {
                 let metrics = raft.metrics();
                 states.push_str(&format!(
                     "\n    {}: {:?} {} leader {:?} commit {} applied {} last {} durable {} \
-                     members {:?} committed members {:?} uncommitted {} B, refused {} proposals",
+                     members {:?} committed members {:?} uncommitted {} B, refused {} proposals, repair floor {:?}",
                     node.id,
                     raft.role(),
                     raft.term(),
@@ -255,6 +259,7 @@ impl Cluster {
                     raft.committed_membership(),
                     metrics.uncommitted_bytes,
                     metrics.proposals_overloaded,
+                    raft.repair_floor(),
                 ));
             }
         }
@@ -397,6 +402,17 @@ impl Cluster {
     }
 
     fn observe(&mut self, slot: usize) -> Step {
+        let node = &mut self.nodes[slot];
+        if node.disk.repair_floor.is_some()
+            && node
+                .raft
+                .as_ref()
+                .is_some_and(|raft| raft.repair_floor().is_none())
+        {
+            // The core holds again what the floor stood for, durably: the
+            // driver drops its persisted floor.
+            node.disk.repair_floor = None;
+        }
         let node = &self.nodes[slot];
         let Some(raft) = node.raft.as_ref() else {
             return Ok(());
@@ -767,8 +783,33 @@ impl Cluster {
             Fault::Crash {
                 slot,
                 restart_after,
+                damage,
             } => {
+                let was_up = self.nodes[slot].is_up();
                 self.crash(slot)?;
+                // One damaged log at a time: with the others intact a
+                // quorum can always form (fixed-membership scenarios only),
+                // so liveness still holds. Every copy damaged is a scenario
+                // test of its own.
+                let others_intact = (0..self.nodes.len())
+                    .all(|other| other == slot || self.nodes[other].disk.repair_floor.is_none());
+                if damage && was_up && others_intact {
+                    let node = &mut self.nodes[slot];
+                    let lost = node
+                        .disk
+                        .damage(&mut self.disk_rng)
+                        .map_err(|error| format!("{:?} damage: {}", node.id, error.0))?;
+                    if let Some((from, last)) = lost {
+                        self.outcome.damaged += 1;
+                        if self.tracing() {
+                            eprintln!(
+                                "[{:>8}] n{} lost {from}..={last} to damage",
+                                self.agenda.now,
+                                slot + 1
+                            );
+                        }
+                    }
+                }
                 self.agenda
                     .after(restart_after, Event::Restart { node: slot });
             }

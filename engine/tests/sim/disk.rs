@@ -8,8 +8,9 @@
 
 use std::collections::VecDeque;
 
-use barge::core::{Batch, HardState, LogIndex, Snapshot};
+use barge::core::{Batch, HardState, LogId, LogIndex, Snapshot};
 
+use super::checkers::LogView;
 use super::log::{LogError, LogImage};
 use super::rng::Rng;
 
@@ -36,6 +37,9 @@ pub struct Disk {
     pub snapshot: Option<(Snapshot, u64)>,
     /// Queued operations with the time each completes.
     pending: VecDeque<(DiskOp, u64)>,
+    /// The repair floor written before a damaged suffix was cut (the
+    /// driver's `repair` file): dropped once the core reports none.
+    pub repair_floor: Option<LogId>,
     last_due: u64,
     pub latency_units_max: u64,
 }
@@ -47,6 +51,7 @@ impl Disk {
             log,
             snapshot: None,
             pending: VecDeque::new(),
+            repair_floor: None,
             last_due: 0,
             latency_units_max,
         }
@@ -110,6 +115,28 @@ impl Disk {
         if newer {
             self.snapshot = Some((snapshot, chain));
         }
+    }
+
+    /// Damage found at restart: the durable log from a random index after
+    /// the snapshot (damage below it is never read) is unreadable. As a
+    /// driver does, first write the repair floor (the last entry id the log
+    /// held; the higher one if a floor is still pending), then cut the log
+    /// back to the intact prefix. Returns the lost range, or `None` when
+    /// the log holds nothing after the snapshot.
+    pub fn damage(&mut self, rng: &mut Rng) -> Result<Option<(LogIndex, LogId)>, LogError> {
+        let snapshot = self
+            .snapshot
+            .as_ref()
+            .map_or(LogIndex(0), |(snapshot, _)| snapshot.meta.last.index)
+            .max(self.log.first_index().prev());
+        let last = self.log.last_id();
+        if last.index <= snapshot {
+            return Ok(None);
+        }
+        let from = LogIndex(rng.range(snapshot.0 + 1, last.index.0 + 1));
+        self.repair_floor = Some(self.repair_floor.map_or(last, |floor| floor.max(last)));
+        self.log.truncate_from(from)?;
+        Ok(Some((from, last)))
     }
 
     /// A crash: a random prefix of the queue reaches the disk, possibly

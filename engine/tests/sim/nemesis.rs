@@ -34,9 +34,12 @@ pub enum Fault {
         up: bool,
     },
     Network(NetworkConfig),
+    /// Crash `slot`; with `damage`, its durable log suffix is also found
+    /// damaged at restart (cut back, with a repair floor).
     Crash {
         slot: usize,
         restart_after: u64,
+        damage: bool,
     },
     /// Whole-cluster power loss: only durable state survives anywhere.
     CrashAll {
@@ -66,6 +69,7 @@ pub struct Nemesis {
     interval_ticks: (u64, u64),
     crash_all_per_million: u32,
     membership_change_per_million: u32,
+    damage_per_million: u32,
     /// Flapping in progress: the link and how many flips remain.
     flapping: Option<(usize, usize, u32)>,
 }
@@ -81,6 +85,7 @@ impl Nemesis {
             interval_ticks: scenario.fault_interval_ticks,
             crash_all_per_million: scenario.crash_all_per_million,
             membership_change_per_million: scenario.membership_change_per_million,
+            damage_per_million: scenario.damage_per_million,
             flapping: None,
         }
     }
@@ -149,9 +154,12 @@ impl Nemesis {
                         Some(leader) if self.rng.chance(500_000) => leader,
                         _ => self.rng.index(self.slots),
                     };
+                    let damage =
+                        self.damage_per_million > 0 && self.rng.chance(self.damage_per_million);
                     Fault::Crash {
                         slot,
                         restart_after,
+                        damage,
                     }
                 }
             }

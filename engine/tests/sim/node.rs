@@ -80,6 +80,7 @@ impl SimNode {
             snapshot: snapshot.clone(),
             batches: self.disk.log.batches_after_snapshot(),
             initial_membership: initial.clone(),
+            lost: self.disk.repair_floor,
         };
         self.machine = match &snapshot {
             Some(snapshot) => StateMachine::restore(&snapshot.data).map_err(|error| {

@@ -32,6 +32,9 @@ pub struct Scenario {
     /// Chance that the nemesis's next act is a membership change (on top
     /// of its share of the ordinary draw), when changes are on.
     pub membership_change_per_million: u32,
+    /// Chance that a single-node crash also damages the node's durable log
+    /// suffix (only in fixed-membership scenarios: see `Fault::Crash`).
+    pub damage_per_million: u32,
 }
 
 impl Scenario {
@@ -74,6 +77,7 @@ impl Scenario {
             fault_interval_ticks: (5, 40),
             crash_all_per_million: 100_000,
             membership_change_per_million: 0,
+            damage_per_million: 200_000,
         }
     }
 
@@ -84,6 +88,9 @@ impl Scenario {
     pub fn five_nodes(seed: u64) -> Self {
         let mut scenario = Self::base(seed, 5);
         scenario.membership_changes = seed % 2 == 0;
+        if scenario.membership_changes {
+            scenario.damage_per_million = 0;
+        }
         scenario
     }
 
@@ -94,6 +101,7 @@ impl Scenario {
         scenario.initial_voters = 3;
         scenario.membership_changes = true;
         scenario.membership_change_per_million = 300_000;
+        scenario.damage_per_million = 0;
         scenario
     }
 
@@ -120,6 +128,16 @@ impl Scenario {
         scenario.config.append_bytes_max = 256;
         scenario.config.pre_vote = false;
         scenario.crash_all_per_million = 500_000;
+        // Damage has its own scenario below; this one keeps its history.
+        scenario.damage_per_million = 0;
+        scenario
+    }
+
+    /// Three nodes that crash often, most crashes damaging the log: used
+    /// to show that the repair floor is what keeps damage safe.
+    pub fn damage(seed: u64) -> Self {
+        let mut scenario = Self::hostile(seed);
+        scenario.damage_per_million = 800_000;
         scenario
     }
 

@@ -1,0 +1,206 @@
+//! Protocol-aware recovery of a damaged log (PAR, Alagappan et al., FAST
+//! 2018; Raft §5.4.1 for why it is safe): a node that lost acknowledged
+//! entries to damage restarts with a repair floor, refetches them from the
+//! leader, and meanwhile neither campaigns nor votes for a candidate behind
+//! what it lost. When every copy of a committed entry is damaged the
+//! cluster stops instead of electing a leader that lacks it.
+
+mod common;
+
+use barge::core::{Config, InjectedBug, LogId, LogIndex, ProposeError, Role};
+use common::{payload, Cluster};
+
+/// Writes `count` entries through the leader and lets everyone catch up.
+fn commit_entries(cluster: &mut Cluster, leader: u64, count: usize) -> Vec<String> {
+    let texts: Vec<String> = (0..count).map(|i| format!("entry-{i}")).collect();
+    for text in &texts {
+        cluster.propose(leader, text);
+    }
+    cluster.tick_all(5);
+    texts
+}
+
+fn assert_same_state(cluster: &Cluster, ids: &[u64], expected: &[String]) {
+    for &id in ids {
+        assert_eq!(
+            cluster.applied_texts(id),
+            expected,
+            "n{id} applied every acknowledged entry, in order"
+        );
+        assert_eq!(cluster.raft(id).repair_floor(), None, "n{id} repaired");
+        cluster.check_written(id);
+    }
+}
+
+/// A follower loses the suffix of its log to damage: it comes back with a
+/// floor, the leader (which had seen it acknowledge everything) probes back
+/// down to what it still holds, resends, and the floor clears.
+#[test]
+fn damaged_follower_refetches_from_the_leader() {
+    let mut cluster = Cluster::new(&[1, 2, 3], Config::default());
+    let leader = cluster.elect();
+    let texts = commit_entries(&mut cluster, leader, 20);
+    let follower = if leader == 1 { 2 } else { 1 };
+    let last = cluster.raft(follower).last_log_id();
+    assert_eq!(last, cluster.raft(leader).last_log_id());
+
+    cluster.crash_damaged(follower, LogIndex(4));
+    cluster.restart(follower);
+    // Restarting settles the network, so the repair may already be done;
+    // the floor the core started from is the log's old last entry.
+    assert_eq!(cluster.node(follower).disk.lost, Some(last));
+    cluster.tick_all(20);
+
+    assert_eq!(cluster.raft(follower).last_log_id(), last);
+    assert_same_state(&cluster, &[1, 2, 3], &texts);
+    assert_eq!(cluster.raft(follower).metrics().repair_floor, None);
+}
+
+/// While the floor is set the node does not campaign, however long it
+/// waits, and refuses a candidate whose log is behind the floor even though
+/// it is ahead of the cut log.
+#[test]
+fn repairing_node_never_campaigns_and_refuses_stale_candidates() {
+    let mut cluster = Cluster::new(&[1, 2, 3], Config::default());
+    let leader = cluster.elect();
+    let others: Vec<u64> = [1, 2, 3].into_iter().filter(|id| *id != leader).collect();
+    let (damaged, lagging) = (others[0], others[1]);
+    // Committed on the leader and `damaged` only.
+    cluster.isolate(lagging);
+    let ticket = cluster.propose(leader, "only-on-two");
+    cluster.tick_all(3);
+    assert!(cluster.raft(leader).commit_index() >= ticket.last);
+    let floor = cluster.raft(damaged).last_log_id();
+
+    cluster.crash(leader);
+    cluster.crash_damaged(damaged, ticket.last);
+    cluster.heal();
+    cluster.restart(damaged);
+    assert_eq!(cluster.raft(damaged).repair_floor(), Some(floor));
+    for _ in 0..300 {
+        cluster.tick_all(1);
+        for id in [damaged, lagging] {
+            assert_ne!(
+                cluster.raft(id).role(),
+                Role::Leader,
+                "n{id} must not lead without the committed entry"
+            );
+        }
+        assert_eq!(cluster.raft(damaged).role(), Role::Follower);
+    }
+    assert_eq!(cluster.raft(damaged).metrics().elections_started, 0);
+    assert_eq!(cluster.raft(damaged).metrics().pre_votes_started, 0);
+    assert_eq!(cluster.raft(damaged).repair_floor(), Some(floor));
+
+    // The node that holds the entry comes back, wins, and repairs both.
+    cluster.restart(leader);
+    let new_leader = cluster.elect();
+    assert_eq!(
+        new_leader, leader,
+        "only the intact node can satisfy the floor"
+    );
+    cluster.tick_all(10);
+    let texts = vec!["only-on-two".to_string()];
+    assert_same_state(&cluster, &[1, 2, 3], &texts);
+}
+
+/// The same history without the vote floor: the lagging node wins with the
+/// damaged node's vote and the committed entry is gone. This is what the
+/// floor prevents (the simulator checks the same at scale).
+#[test]
+fn without_the_floor_a_committed_entry_is_lost() {
+    let config = Config {
+        testing_bug: Some(InjectedBug::RepairWithoutVoteFloor),
+        ..Config::default()
+    };
+    let mut cluster = Cluster::new(&[1, 2, 3], config);
+    let leader = cluster.elect();
+    let others: Vec<u64> = [1, 2, 3].into_iter().filter(|id| *id != leader).collect();
+    let (damaged, lagging) = (others[0], others[1]);
+    cluster.isolate(lagging);
+    let ticket = cluster.propose(leader, "only-on-two");
+    cluster.tick_all(3);
+    assert!(cluster.raft(leader).commit_index() >= ticket.last);
+    cluster.crash(leader);
+    cluster.crash_damaged(damaged, ticket.last);
+    cluster.heal();
+    cluster.restart(damaged);
+    let new_leader = cluster.elect();
+    assert_ne!(new_leader, leader);
+    let committed_there = cluster.raft(new_leader).term_at(ticket.last);
+    assert_ne!(
+        committed_there,
+        Some(ticket.term),
+        "a leader without the committed entry was elected"
+    );
+}
+
+/// Two of three nodes damaged at the same entry, the third intact: the
+/// intact node's log satisfies both floors, it wins, and all three end with
+/// every entry.
+#[test]
+fn two_damaged_one_intact_recovers() {
+    let mut cluster = Cluster::new(&[1, 2, 3], Config::default());
+    let leader = cluster.elect();
+    let texts = commit_entries(&mut cluster, leader, 10);
+    let intact = if leader == 3 { 2 } else { 3 };
+    let damaged: Vec<u64> = [1, 2, 3].into_iter().filter(|id| *id != intact).collect();
+    for &id in &damaged {
+        cluster.crash_damaged(id, LogIndex(5));
+    }
+    for &id in &damaged {
+        cluster.restart(id);
+    }
+    let new_leader = cluster.elect();
+    assert_eq!(new_leader, intact, "only the intact node may lead");
+    cluster.tick_all(10);
+    assert_same_state(&cluster, &[1, 2, 3], &texts);
+}
+
+/// Every copy of a committed entry damaged: nobody campaigns, nobody would
+/// vote for a log without it, so no leader is ever elected; every node says
+/// it is repairing, and proposals are refused rather than served from a
+/// log missing acknowledged entries.
+#[test]
+fn all_copies_damaged_stops_safely() {
+    let mut cluster = Cluster::new(&[1, 2, 3], Config::default());
+    let leader = cluster.elect();
+    commit_entries(&mut cluster, leader, 10);
+    let floors: Vec<LogId> = [1, 2, 3]
+        .into_iter()
+        .map(|id| cluster.raft(id).last_log_id())
+        .collect();
+    for id in [1, 2, 3] {
+        cluster.crash_damaged(id, LogIndex(6));
+    }
+    for id in [1, 2, 3] {
+        cluster.restart(id);
+    }
+    cluster.tick_all(1_000);
+    assert_eq!(cluster.leader(), None, "no leader without the entry");
+    for (id, floor) in [1u64, 2, 3].into_iter().zip(floors) {
+        let raft = cluster.raft(id);
+        assert_eq!(raft.repair_floor(), Some(floor), "n{id} reports the repair");
+        assert_eq!(raft.leader(), None);
+        assert_eq!(raft.last_log_id().index, LogIndex(5));
+        assert!(raft.commit_index() < LogIndex(6));
+        assert!(cluster.applied_texts(id).len() < 10);
+        let refused = cluster.raft_mut(id).handle_propose(payload("x"));
+        assert_eq!(refused, Err(ProposeError::NotLeader { leader_hint: None }));
+    }
+}
+
+/// A floor the recovered log already reaches (a crash after the repair
+/// caught up, before the driver dropped its copy) clears at start.
+#[test]
+fn floor_already_reached_clears_at_start() {
+    let mut cluster = Cluster::new(&[1, 2, 3], Config::default());
+    let leader = cluster.elect();
+    commit_entries(&mut cluster, leader, 3);
+    let follower = if leader == 1 { 2 } else { 1 };
+    let last = cluster.raft(follower).last_log_id();
+    cluster.crash(follower);
+    cluster.node_mut(follower).disk.lost = Some(last);
+    cluster.restart(follower);
+    assert_eq!(cluster.raft(follower).repair_floor(), None);
+}
