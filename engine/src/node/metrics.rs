@@ -148,6 +148,12 @@ pub struct Metrics {
     pub snapshots_sent: u64,
     /// Snapshots installed from a leader.
     pub snapshots_installed: u64,
+    /// While this node refetches log entries it lost to damage: the index of
+    /// its repair floor (it neither campaigns nor votes for candidates
+    /// behind it); 0 otherwise. Pending with no leader known on every node
+    /// means every copy of some entry was damaged: the cluster has stopped
+    /// rather than lose it.
+    pub repair_pending: u64,
     /// Messages the core refused as malformed.
     pub messages_rejected: u64,
     /// Frames that failed to decode or named the wrong sender.
@@ -187,6 +193,7 @@ impl Metrics {
             inflight_bytes: Vec::new(),
             snapshots_sent: 0,
             snapshots_installed: 0,
+            repair_pending: 0,
             messages_rejected: 0,
             frames_rejected: 0,
             transport: CounterSnapshot::default(),
@@ -300,6 +307,12 @@ impl Metrics {
             "Snapshots installed from a leader.",
             "counter",
             self.snapshots_installed as f64,
+        );
+        gauge(
+            "repair_pending",
+            "Repair floor index while refetching entries lost to damage (0: none).",
+            "gauge",
+            self.repair_pending as f64,
         );
         gauge(
             "messages_rejected_total",

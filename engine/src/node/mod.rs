@@ -229,6 +229,7 @@ impl Shared {
             inflight_bytes: core_metrics.inflight_bytes,
             snapshots_sent: core_metrics.snapshots_sent,
             snapshots_installed: core_metrics.snapshots_installed,
+            repair_pending: core_metrics.repair_floor.map_or(0, |floor| floor.index.0),
             messages_rejected: core_metrics.messages_rejected,
             frames_rejected: self.frames_rejected.load(Ordering::Relaxed),
             transport: transport.counters(),
