@@ -110,6 +110,13 @@ pub fn transport_config(config: &Config) -> Result<quinn::TransportConfig, Start
         // Control, entries, and the snapshot transfers in flight.
         .max_concurrent_uni_streams(quinn::VarInt::from_u32(2 + config.snapshot_streams_max))
         .datagram_receive_buffer_size(None);
+    if config.mtu_upper_bound_bytes < 1200 {
+        transport.mtu_discovery_config(None);
+    } else {
+        let mut discovery = quinn::MtuDiscoveryConfig::default();
+        discovery.upper_bound(config.mtu_upper_bound_bytes);
+        transport.mtu_discovery_config(Some(discovery));
+    }
     Ok(transport)
 }
 
