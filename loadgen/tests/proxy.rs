@@ -285,6 +285,42 @@ fn a_partition_blocks_links_between_groups_only() {
 }
 
 #[test]
+fn set_all_applies_to_every_directed_link() {
+    let cluster = Cluster::start(3, |_| {});
+    let blocked = LinkFaults {
+        blocked: true,
+        ..LinkFaults::default()
+    };
+    cluster.proxy.set_all(blocked);
+    for from in 1..=3 {
+        for to in (1..=3).filter(|to| *to != from) {
+            assert_eq!(cluster.proxy.link(from, to), blocked, "{from} -> {to}");
+        }
+    }
+    for (from, to) in [(1, 2), (2, 3), (3, 1)] {
+        cluster.send(from, to, b"dropped");
+    }
+    cluster.await_stats(|stats| stats.dropped_blocked == 3);
+    assert_eq!(cluster.receive(1, SILENCE_WINDOW), None);
+    assert_eq!(cluster.receive(2, Duration::from_millis(1)), None);
+    assert_eq!(cluster.receive(3, Duration::from_millis(1)), None);
+
+    cluster.proxy.set_all(LinkFaults::default());
+    cluster.send(3, 1, b"open");
+    assert!(cluster.receive(1, ARRIVAL_DEADLINE).is_some());
+}
+
+#[test]
+fn dropping_the_proxy_stops_it_and_frees_its_sockets() {
+    let cluster = Cluster::start(2, |_| {});
+    let front = cluster.proxy.front(2).expect("node 2");
+    drop(cluster.proxy);
+    // The front port is free again at once: dropping joined the thread,
+    // which closed every socket.
+    UdpSocket::bind(front).expect("the front port is released");
+}
+
+#[test]
 fn loss_drops_about_its_probability() {
     let cluster = Cluster::start(2, |config| config.seed = 11);
     cluster.proxy.set_link(

@@ -338,8 +338,7 @@ async fn send(shared: &Shared, socket: &UdpSocket, payload: &[u8], destination: 
 #[derive(Default)]
 struct HeldQueue {
     state: Mutex<HeldState>,
-    /// Wakes the timer task when a datagram is pushed (it may be due before
-    /// the one the timer sleeps for).
+    /// Wakes the timer task when a datagram due before all others is pushed.
     pushed: Notify,
 }
 
@@ -367,8 +366,12 @@ impl HeldQueue {
         }
         let sequence = state.sequence_next;
         state.sequence_next += 1;
+        let due = Instant::now() + hold;
+        // The timer sleeps until the earliest due time; only a datagram due
+        // before that needs to wake it (with a fixed delay, none does).
+        let earliest = state.datagrams.peek().is_none_or(|head| due < head.due);
         state.datagrams.push(Held {
-            due: Instant::now() + hold,
+            due,
             sequence,
             socket: Arc::clone(socket),
             destination,
@@ -376,7 +379,9 @@ impl HeldQueue {
         });
         drop(state);
         bump(&shared.counters.delayed);
-        self.pushed.notify_one();
+        if earliest {
+            self.pushed.notify_one();
+        }
     }
 
     fn next_due(&self) -> Option<Instant> {
