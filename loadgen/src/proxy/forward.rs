@@ -21,6 +21,10 @@ use super::{LinkFaults, NodeId, ProxyConfig};
 /// The largest UDP payload there is; no receive buffer needs more.
 const UDP_PAYLOAD_BYTES_MAX: usize = 65_535;
 
+/// Longest a datagram is held, whatever the faults say (see
+/// [`LinkFaults::delay`]).
+const HOLD_MAX: Duration = Duration::from_secs(3600);
+
 /// A socket error that persists (unlike an ICMP report, consumed by one read)
 /// would otherwise make a receive loop spin; this pause bounds the spin.
 const RECEIVE_ERROR_PAUSE: Duration = Duration::from_millis(1);
@@ -109,11 +113,12 @@ fn chance(random: &mut SmallRng, probability: f64) -> bool {
 }
 
 fn hold_time(random: &mut SmallRng, faults: &LinkFaults) -> Duration {
-    let mut hold = faults.delay + jitter(random, faults.jitter);
+    // Saturating: a caller's absurd delay must not panic the proxy thread.
+    let mut hold = faults.delay.saturating_add(jitter(random, faults.jitter));
     if chance(random, faults.reorder) {
-        hold += faults.delay + jitter(random, faults.jitter);
+        hold = hold.saturating_add(faults.delay.saturating_add(jitter(random, faults.jitter)));
     }
-    hold
+    hold.min(HOLD_MAX)
 }
 
 fn jitter(random: &mut SmallRng, jitter: Duration) -> Duration {
@@ -491,6 +496,28 @@ mod tests {
             "draws never reach the upper half"
         );
         assert_eq!(jitter(&mut random, Duration::ZERO), Duration::ZERO);
+    }
+
+    #[test]
+    fn absurd_delays_are_capped_instead_of_overflowing() {
+        let mut random = SmallRng::seed_from_u64(2);
+        let faults = LinkFaults {
+            delay: Duration::MAX,
+            jitter: Duration::MAX,
+            reorder: 1.0,
+            ..LinkFaults::default()
+        };
+        assert_eq!(hold_time(&mut random, &faults), HOLD_MAX);
+        let small = LinkFaults {
+            delay: Duration::from_millis(3),
+            reorder: 1.0,
+            ..faults
+        };
+        let small = LinkFaults {
+            jitter: Duration::ZERO,
+            ..small
+        };
+        assert_eq!(hold_time(&mut random, &small), Duration::from_millis(6));
     }
 
     #[test]

@@ -101,7 +101,8 @@ pub struct LinkFaults {
     pub loss: f64,
     /// Probability in `[0, 1]` that a datagram is sent twice.
     pub duplicate: f64,
-    /// One-way delay added to every datagram.
+    /// One-way delay added to every datagram. A datagram is held at most
+    /// an hour in total, whatever `delay`, `jitter` and `reorder` add up to.
     pub delay: Duration,
     /// Uniform extra delay in `[0, jitter]` per datagram; reorders datagrams.
     pub jitter: Duration,
