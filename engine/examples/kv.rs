@@ -8,17 +8,19 @@
 //!    --data-dir /tmp/kv1 --certs /tmp/kv-certs          # and likewise --id 2, --id 3
 //! ```
 //!
-//! `PUT k v` → `OK`; `GET k` → `OK v` | `NONE` (linearizable: `read_index`,
-//! then the local map); `CAS k old new` → `OK` | `MISMATCH`; `DEL k` → `OK 1`
-//! | `OK 0`; `STATUS` → `OK id= leader= term= commit= applied= voters=
-//! learners= state= log=` (hashes of the map and of the applied log);
-//! `LEARNER id` and `VOTERS a,b,c` change membership → `OK`. Failures say if
-//! a write may have happened: `REDIRECT addr` and `FAIL reason`, certainly
-//! not (`NotLeader`, `Overloaded`, `Invalid`, `ChangeInProgress` refuse a
-//! request before anything is appended; a failed node is not asked);
-//! `MAYBE reason`, unknown (`ProposalDropped` follows an append; `Storage`
-//! and `Stopped` also fail appended proposals; a timeout). A fatal node
-//! error (a poisoned log under `--disk-faults`) exits the process with 3.
+//! Requests (see USAGE) and answers: `PUT k v` → `OK`; `GET k` → `OK v` |
+//! `NONE` (linearizable: `read_index`, then the local map); `CAS k old new`
+//! → `OK` | `MISMATCH`; `DEL k` → `OK 1` | `OK 0`; `STATUS` → `OK id= leader=
+//! term= commit= applied= voters= learners= state= log=` (FNV-1a of the map
+//! and of every applied entry); `LEARNER id`, `VOTERS a,b,c` → `OK`.
+//!
+//! Failures say whether a write may have happened. `REDIRECT addr`, `FAIL
+//! reason`: not applied (`NotLeader`, `Overloaded`, `Invalid` and
+//! `ChangeInProgress` refuse a request before anything is appended; a failed
+//! node is not asked). `MAYBE reason`: unknown (`ProposalDropped` comes after
+//! an append; `Storage` and `Stopped` fail appended proposals too; timeouts).
+//! A fatal node error (a poisoned log under `--disk-faults`) is printed and
+//! exits the process with status 3; SIGTERM and SIGINT stop it gracefully.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Write as _;
@@ -56,14 +58,14 @@ fn fnv(hash: u64, bytes: &[u8]) -> u64 {
 /// The replicated map; `log` hashes each applied (index, payload), whose
 /// last index is `applied`; all three travel in snapshots.
 #[derive(Default)]
-struct State {
-    map: BTreeMap<String, String>,
-    log: u64,
-    applied: u64,
+pub(crate) struct State {
+    pub(crate) map: BTreeMap<String, String>,
+    pub(crate) log: u64,
+    pub(crate) applied: u64,
 }
 
 /// Entries are the client's words, joined by one space.
-struct Kv(Arc<Mutex<State>>);
+pub(crate) struct Kv(pub(crate) Arc<Mutex<State>>);
 
 impl StateMachine for Kv {
     fn apply(&mut self, entries: &[Entry], responses: &mut Vec<Bytes>) {
@@ -129,10 +131,8 @@ impl Server {
         Ok(match (words, ids) {
             (["GET", key], _) => {
                 self.node.read_index().await?;
-                let kv = self.kv.lock();
-                kv.map
-                    .get(*key)
-                    .map_or("NONE".into(), |value| format!("OK {value}"))
+                let value = self.kv.lock().map.get(*key).cloned();
+                value.map_or("NONE".into(), |value| format!("OK {value}"))
             }
             (["PUT", _, _] | ["CAS", _, _, _] | ["DEL", _], _) => {
                 let response = self.node.propose(words.join(" ").into()).await?;
@@ -152,7 +152,7 @@ impl Server {
             (["STATUS"], _) => self.status(),
             _ => format!(
                 "FAIL invalid request; {}",
-                USAGE.lines().last().unwrap_or("")
+                USAGE.lines().last().unwrap_or_default()
             ),
         })
     }
@@ -258,34 +258,24 @@ pub async fn run(args: Vec<String>) -> Result<()> {
     }
     anyhow::ensure!(args.len() % 2 == 0, "every flag takes one value\n{USAGE}");
     let mut flags: HashMap<&str, &str> = args.chunks(2).map(|f| (&*f[0], &*f[1])).collect();
-    let mut flag = |name| {
-        flags
-            .remove(name)
-            .with_context(|| format!("{name} is required\n{USAGE}"))
-    };
+    let mut flag = |name| flags.remove(name).context(format!("{name} is required"));
     let id = NodeId(flag("--id")?.parse().context("--id")?);
     let mut peers = NodeConfig::parse_addresses(flag("--peers")?).context("--peers")?;
     let clients = NodeConfig::parse_addresses(flag("--clients")?).context("--clients")?;
     let (data_dir, certs) = (flag("--data-dir")?.into(), flag("--certs")?.to_owned());
     let start = flag("--start").unwrap_or("new").parse()?;
-    let listen = match flag("--listen") {
-        Ok(text) => text.parse().context("--listen")?,
-        Err(_) => *peers
-            .get(&id)
-            .context("--peers has no address for this node")?,
-    };
+    let members = peers.keys().copied().collect();
+    let own = peers
+        .remove(&id)
+        .context("--peers has no address for this node")?;
+    let listen = flag("--listen")
+        .map_or(Ok(own), str::parse)
+        .context("--listen")?;
     let faults = flag("--disk-faults").ok().map(str::parse).transpose();
     let faults = faults.context("--disk-faults")?;
-    anyhow::ensure!(
-        flags.is_empty(),
-        "unknown flags {:?}\n{USAGE}",
-        flags.keys()
-    );
-    let client = *clients
-        .get(&id)
-        .context("--clients has no address for this node")?;
-    let members = peers.keys().copied().collect();
-    peers.remove(&id);
+    anyhow::ensure!(flags.is_empty(), "unknown flags {flags:?}\n{USAGE}");
+    let client = clients.get(&id).copied();
+    let client = client.context("--clients has no address for this node")?;
     let mut config = NodeConfig::from_certificates(id, listen, peers, data_dir, certs.as_ref())?;
     config.start = start;
     config.log.backend = faults.map_or(config.log.backend, Backend::FaultyBlocking);

@@ -281,6 +281,56 @@ fn wait_status(processes: &Processes, id: u64, check: impl Fn(&BTreeMap<String, 
     }
 }
 
+/// The state machine alone: responses, and a snapshot restored into a new
+/// one carries the map, the log hash and the applied index, so a node that
+/// installs it goes on hashing exactly like the others.
+#[test]
+fn kv_snapshots_carry_the_log_hash() {
+    use barge::core::{Entry, EntryKind, LogId, LogIndex, Term};
+    use barge::node::StateMachine;
+    let entry = |index: u64, payload: &'static str| Entry {
+        id: LogId {
+            term: Term(2),
+            index: LogIndex(index),
+        },
+        kind: EntryKind::Normal,
+        payload: payload.into(),
+    };
+    let mut first = kv::Kv(Default::default());
+    let mut responses = Vec::new();
+    let batch = [
+        entry(3, "PUT a 1"),
+        entry(4, "CAS a 1 2"),
+        entry(5, "CAS a 1 3"),
+    ];
+    first.apply(&batch, &mut responses);
+    first.apply(
+        &[entry(7, "DEL b"), entry(8, "PUT b x"), entry(9, "junk")],
+        &mut responses,
+    );
+    let expected = ["OK", "OK", "MISMATCH", "OK 0", "OK", "FAIL invalid entry"];
+    assert_eq!(
+        responses,
+        expected.map(|text| bytes::Bytes::from_static(text.as_bytes()))
+    );
+    let snapshot = first.snapshot().expect("snapshot");
+    let mut second = kv::Kv(Default::default());
+    second.restore(snapshot.clone()).expect("restore");
+    let later = [entry(10, "DEL a")];
+    first.apply(&later, &mut responses);
+    second.apply(&later, &mut responses);
+    let (first, second) = (first.0.lock(), second.0.lock());
+    assert_eq!(second.map, first.map);
+    assert_eq!((second.log, second.applied), (first.log, 10));
+    assert_ne!(first.log, 0);
+    let bad = kv::Kv(Default::default()).restore(snapshot.slice(..snapshot.len() - 3));
+    assert!(bad.is_err(), "a cut snapshot restored");
+    for broken in ["", "12 x\n", "12 3\nnospace\n"] {
+        let restored = kv::Kv(Default::default()).restore(broken.into());
+        assert!(restored.is_err(), "{broken:?} restored");
+    }
+}
+
 #[test]
 fn kv_three_processes() {
     let dir = tempfile::tempdir().expect("tempdir");
