@@ -79,7 +79,7 @@ mod state_machine;
 mod storage;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -153,6 +153,9 @@ pub(crate) struct Shared {
     published_nanos: AtomicU64,
     metrics: Mutex<Option<Metrics>>,
     failed: Mutex<Option<NodeError>>,
+    /// Set once `failed` holds an error: every request checks it, and a
+    /// load is cheaper than taking the lock on each proposal.
+    has_failed: AtomicBool,
     commit_latency: Histogram,
     log_durable_latency: Histogram,
     proposals_committed: AtomicU64,
@@ -171,6 +174,7 @@ impl Shared {
             published_nanos: AtomicU64::new(0),
             metrics: Mutex::new(None),
             failed: Mutex::new(None),
+            has_failed: AtomicBool::new(false),
             commit_latency: Histogram::default(),
             log_durable_latency: Histogram::default(),
             proposals_committed: AtomicU64::new(0),
@@ -188,9 +192,14 @@ impl Shared {
 
     fn set_failed(&self, error: NodeError) {
         self.failed.lock().get_or_insert(error);
+        // Release: a reader that sees the flag then finds the error.
+        self.has_failed.store(true, Ordering::Release);
     }
 
     fn failure(&self) -> Option<NodeError> {
+        if !self.has_failed.load(Ordering::Acquire) {
+            return None;
+        }
         self.failed.lock().clone()
     }
 
