@@ -111,6 +111,10 @@ fn assert_violation(
             );
             assert!(!explanation.is_empty());
             assert!(
+                matches!(verdict(&smallest_failing), Verdict::NotLinearizable { .. }),
+                "the sub-history alone passes:\n{timeline}"
+            );
+            assert!(
                 smallest_failing
                     .windows(2)
                     .all(|pair| pair[0].invoked_ns <= pair[1].invoked_ns),

@@ -171,6 +171,13 @@ fn expect_violation(history: &[Operation], seed: u64, culprit: &Operation, size_
                 "seed {seed}: too large:\n{timeline}"
             );
             assert!(!explanation.is_empty(), "seed {seed}");
+            assert!(
+                matches!(
+                    check(&smallest_failing, &Limits::default()),
+                    Verdict::NotLinearizable { .. }
+                ),
+                "seed {seed}: the sub-history alone passes:\n{timeline}"
+            );
         }
         other => panic!("seed {seed}: expected a violation, got {other:?}"),
     }
@@ -216,7 +223,7 @@ fn read_of_a_value_never_written_is_found() {
         let index = reads[Rng(seed).below(reads.len() as u64) as usize];
         history[index].outcome = Outcome::Get(Some("never written".to_owned()));
         let culprit = history[index].clone();
-        expect_violation(&history, seed, &culprit, 1);
+        expect_violation(&history, seed, &culprit, 2);
     }
 }
 
@@ -273,36 +280,111 @@ fn violation_among_16_keys_names_its_key() {
         .expect("5,000 operations include a read");
     history[index].outcome = Outcome::Get(Some("never written".to_owned()));
     let culprit = history[index].clone();
-    expect_violation(&history, 7, &culprit, 1);
+    expect_violation(&history, 7, &culprit, 2);
 }
 
 /// Not a pass/fail test: times the checker on 100k operations over 16 keys
-/// and 16 clients, without and with indeterminate operations.
+/// and 16 clients, without and with indeterminate operations, then with one
+/// stale read (a read returning the value before the last write that
+/// completed before it began) planted near the end.
 #[test]
 #[ignore = "a measurement; run with --ignored --nocapture in release"]
 fn measure_100k_ops() {
-    for indeterminate_percent in [0, 1, 5] {
+    let limits = Limits {
+        time: Duration::from_secs(300),
+        ..Limits::default()
+    };
+    for (keys, indeterminate_percent) in [(16, 0), (16, 1), (16, 5), (16, 10), (8, 5)] {
         let shape = Shape {
             operations: 100_000,
-            keys: 16,
+            keys,
             clients: 16,
             indeterminate_percent,
         };
-        let history = generate(42, &shape);
         let started = Instant::now();
-        let verdict = check(
-            &history,
-            &Limits {
-                time: Duration::from_secs(300),
-                ..Limits::default()
-            },
-        );
-        let elapsed = started.elapsed();
+        let history = generate(42, &shape);
+        let generated = started.elapsed();
+        let started = Instant::now();
+        let verdict = check(&history, &limits);
         println!(
-            "100k ops, 16 keys, 16 clients, {indeterminate_percent}% indeterminate: {:?} in {:.3} s",
-            verdict,
-            elapsed.as_secs_f64()
+            "100k ops, {keys} keys, 16 clients, {indeterminate_percent}% indeterminate: \
+             {verdict:?} in {:.3} s (generating it took {:.3} s)",
+            started.elapsed().as_secs_f64(),
+            generated.as_secs_f64()
         );
         assert_eq!(verdict, Verdict::Linearizable);
     }
+    let shape = Shape {
+        operations: 100_000,
+        keys: 16,
+        clients: 16,
+        indeterminate_percent: 1,
+    };
+    let mut history = generate(42, &shape);
+    let stale = plant_stale_read(&mut history, 90_000).expect("a stale read can be planted");
+    let started = Instant::now();
+    let verdict = check(&history, &limits);
+    let elapsed = started.elapsed();
+    match &verdict {
+        Verdict::NotLinearizable {
+            smallest_failing,
+            explanation,
+            ..
+        } => {
+            println!(
+                "the same with 1% indeterminate and a stale read planted: violation found and \
+                 shrunk to {} ops in {:.3} s\n{}{explanation}",
+                smallest_failing.len(),
+                elapsed.as_secs_f64(),
+                render(smallest_failing)
+            );
+            assert!(smallest_failing.contains(&history[stale]));
+        }
+        other => panic!("expected a violation, got {other:?}"),
+    }
+}
+
+/// Makes the first definite read at or after `from` a stale read: it
+/// returns the value of a definite put on its key that completed before
+/// another definite put on its key, which completed before the read began.
+/// Returns the read's index.
+fn plant_stale_read(history: &mut [Operation], from: usize) -> Option<usize> {
+    for read in from..history.len() {
+        let (Op::Get { key }, Outcome::Get(_), Some(_)) = (
+            &history[read].op,
+            &history[read].outcome,
+            history[read].completed_ns,
+        ) else {
+            continue;
+        };
+        let began_ns = history[read].invoked_ns;
+        let acknowledged_put = |operation: &Operation, before_ns: u64| match &operation.op {
+            Op::Put {
+                key: put_key,
+                value,
+            } if put_key == key && operation.outcome == Outcome::Put => operation
+                .completed_ns
+                .filter(|&done| done < before_ns)
+                .map(|_| value.clone()),
+            _ => None,
+        };
+        // The last put on the key acknowledged before the read began ...
+        let Some(newer) = (0..read)
+            .rev()
+            .find(|&index| acknowledged_put(&history[index], began_ns).is_some())
+        else {
+            continue;
+        };
+        // ... and a put acknowledged before that one was even invoked.
+        let newer_invoked_ns = history[newer].invoked_ns;
+        let Some(older_value) = (0..newer)
+            .rev()
+            .find_map(|index| acknowledged_put(&history[index], newer_invoked_ns))
+        else {
+            continue;
+        };
+        history[read].outcome = Outcome::Get(Some(older_value));
+        return Some(read);
+    }
+    None
 }

@@ -97,8 +97,6 @@ pub(super) struct KeyOperation<'a> {
     /// earliest-invoked unconsumed one of a class take effect. Unused for
     /// definite operations.
     pub(super) class: u32,
-    /// This operation's rank in its class, in invocation order.
-    pub(super) rank: u32,
 }
 
 /// The history of one key, in invocation order, indeterminate reads dropped.
@@ -134,7 +132,7 @@ impl<'a> KeyHistory<'a> {
         // Stable: equal invocation times keep their order in the history.
         sorted.sort_by_key(|(operation, _)| operation.invoked_ns);
         let mut interner = Interner::observing(&sorted);
-        let mut classes: HashMap<Step, (u32, u32)> = HashMap::new();
+        let mut classes: HashMap<Step, u32> = HashMap::new();
         let compiled = sorted
             .into_iter()
             .filter_map(|(operation, weaken)| {
@@ -143,15 +141,13 @@ impl<'a> KeyHistory<'a> {
                     (true, Some(completed_ns)) => u128::from(completed_ns),
                     _ => u128::MAX,
                 };
-                let (class, rank) = if step.is_definite() {
-                    (0, 0)
+                let class = if step.is_definite() {
+                    0
                 } else {
-                    // Cannot truncate: fewer classes and members than
-                    // operations, which are counted in `u32` by the search.
+                    // Cannot truncate: fewer classes than operations, which
+                    // the search counts in `u32`.
                     let next_class = classes.len() as u32;
-                    let (class, members) = classes.entry(step).or_insert((next_class, 0));
-                    *members += 1;
-                    (*class, *members - 1)
+                    *classes.entry(step).or_insert(next_class)
                 };
                 Some(KeyOperation {
                     operation,
@@ -159,7 +155,6 @@ impl<'a> KeyHistory<'a> {
                     call_ns: u128::from(operation.invoked_ns),
                     return_ns,
                     class,
-                    rank,
                 })
             })
             .collect();
@@ -176,6 +171,12 @@ impl<'a> KeyHistory<'a> {
             .iter()
             .map(|operation| operation.operation)
             .collect()
+    }
+
+    /// Every state a key can be in with this history's values.
+    pub(super) fn states(&self) -> std::ops::RangeInclusive<State> {
+        // Cannot truncate: values were interned with `State` ids.
+        ABSENT..=self.values.len() as State
     }
 
     /// How a state reads to a person.

@@ -94,7 +94,7 @@ use search::{Budget, SearchResult};
 
 /// Each search while shrinking may take this many times the steps the
 /// refutation of the whole key took, and at least [`SHRINK_STEPS_MIN`].
-const SHRINK_STEPS_FACTOR: u64 = 20;
+const SHRINK_STEPS_FACTOR: u64 = 4;
 const SHRINK_STEPS_MIN: u64 = 200_000;
 
 /// A key of the KV model.
@@ -228,7 +228,7 @@ pub fn check(history: &[Operation], limits: &Limits) -> Verdict {
     let mut gave_up: Option<String> = None;
     for (key, operations) in by_key {
         let key_history = KeyHistory::new(&operations);
-        match search::search(&key_history, &budget, false) {
+        match search::search(&key_history, history::ABSENT, &budget, false) {
             SearchResult::Linearizable => {}
             SearchResult::GaveUp(reason) => {
                 gave_up.get_or_insert_with(|| format!("key {key:?}: {reason}"));

@@ -1,15 +1,16 @@
 //! The Wing–Gong–Lowe search over one key's history.
 //!
 //! Definite operations contribute a call and a return entry to a doubly
-//! linked list sorted by time; indeterminate operations contribute only a
-//! call, to a second list (their return is at infinity). At each node of the
-//! search the candidates are the calls that precede the first return entry
-//! of the definite list: that operation must take effect before it returned,
-//! so whatever takes effect before it must have been invoked by then.
-//! Linearizing a candidate lifts it out of its list (and is undone in LIFO
-//! order on backtracking, as in dancing links); the search succeeds when the
-//! definite list is empty, leaving the remaining indeterminate operations
-//! never taking effect.
+//! linked list sorted by time; indeterminate operations have no return (it
+//! is at infinity) and sit in classes, below. At each node of the search the
+//! candidates are the operations invoked before the first return entry of
+//! the list: that operation must take effect before it returned, so
+//! whatever takes effect before it must have been invoked by then. The
+//! definite candidates are tried first, then the indeterminate ones: most
+//! indeterminate operations are never needed. Linearizing a definite
+//! candidate lifts it out of the list (undone in LIFO order on backtracking,
+//! as in dancing links); the search succeeds when the list is empty, the
+//! remaining indeterminate operations never taking effect.
 //!
 //! One pruning rule keeps indeterminate operations from multiplying the
 //! search space (without it, every failed node tries every subset of the
@@ -32,7 +33,7 @@
 
 use std::time::Instant;
 
-use super::history::{KeyHistory, State, ABSENT};
+use super::history::{KeyHistory, State};
 use super::memo::{Linearized, Memo};
 
 /// How often (in search steps) the clock is read.
@@ -107,8 +108,7 @@ struct Entry {
     operation: u32,
     /// Position of this event among all events sorted by time.
     position: u32,
-    /// For a call in the definite list, the entry of its return; `NIL` for a
-    /// return (and for every entry of the indeterminate list).
+    /// For a call, the entry of its return; `NIL` for a return.
     matching: u32,
     /// Bit of this operation in its list's linearized set.
     bit: u32,
@@ -172,25 +172,20 @@ impl List {
         }
     }
 
-    /// Removes a call entry and its matching return, if any.
+    /// Removes a call entry and its matching return.
     fn lift(&mut self, call: u32) {
         self.unlink(call);
-        let matching = self.entries[call as usize].matching;
-        if matching != NIL {
-            self.unlink(matching);
-        }
+        self.unlink(self.entries[call as usize].matching);
     }
 
     fn unlift(&mut self, call: u32) {
-        let matching = self.entries[call as usize].matching;
-        if matching != NIL {
-            self.relink(matching);
-        }
+        self.relink(self.entries[call as usize].matching);
         self.relink(call);
     }
 }
 
-/// Which list a search cursor walks.
+/// Where the search is among the candidates of a node: walking the
+/// definite list, or the classes of indeterminate operations.
 #[derive(Clone, Copy, Debug)]
 enum Cursor {
     Definite(u32),
@@ -201,15 +196,28 @@ enum Cursor {
 #[derive(Clone, Copy, Debug)]
 struct Frame {
     cursor: Cursor,
+    operation: u32,
     state_before: State,
     boundary: u32,
 }
 
-/// The two lists built from one key's history.
+/// An indeterminate operation, as a member of its class.
+#[derive(Clone, Copy, Debug)]
+struct Member {
+    operation: u32,
+    /// Position of its call among all events sorted by time.
+    position: u32,
+    /// Its bit in the indeterminate linearized set.
+    bit: u32,
+}
+
+/// The definite list and the classes of indeterminate operations built from
+/// one key's history.
 struct Lists {
     definite: List,
-    indeterminate: List,
     definite_count: usize,
+    /// Per class, its members in invocation order.
+    classes: Vec<Vec<Member>>,
     indeterminate_count: usize,
 }
 
@@ -228,47 +236,57 @@ impl Lists {
         events.sort_unstable();
         let mut lists = Lists {
             definite: List::with_head(),
-            indeterminate: List::with_head(),
             definite_count: 0,
+            classes: vec![Vec::new(); history.classes],
             indeterminate_count: 0,
         };
         let mut call_entries = vec![NIL; history.operations.len()];
         for (position, &(_, is_return, operation)) in events.iter().enumerate() {
             let position = u32::try_from(position).expect("fewer than 2^32 events per key");
+            let key_operation = &history.operations[operation as usize];
             if is_return {
                 let entry = lists.definite.push(operation, position, 0);
                 let call = call_entries[operation as usize];
                 lists.definite.entries[call as usize].matching = entry;
-            } else if history.operations[operation as usize].step.is_definite() {
+            } else if key_operation.step.is_definite() {
                 let bit = lists.definite_count as u32;
                 lists.definite_count += 1;
                 call_entries[operation as usize] = lists.definite.push(operation, position, bit);
             } else {
                 let bit = lists.indeterminate_count as u32;
                 lists.indeterminate_count += 1;
-                lists.indeterminate.push(operation, position, bit);
+                lists.classes[key_operation.class as usize].push(Member {
+                    operation,
+                    position,
+                    bit,
+                });
             }
         }
         lists
     }
 }
 
-/// Searches for a linearization of `history`; with `record`, also keeps the
-/// deepest partial linearization for an explanation (costly: use it on small
-/// histories only).
-pub(super) fn search(history: &KeyHistory<'_>, budget: &Budget, record: bool) -> SearchResult {
+/// Searches for a linearization of `history` from the key's `initial` state;
+/// with `record`, also keeps the deepest partial linearization for an
+/// explanation (costly: use it on small histories only).
+pub(super) fn search(
+    history: &KeyHistory<'_>,
+    initial: State,
+    budget: &Budget,
+    record: bool,
+) -> SearchResult {
     let mut lists = Lists::new(history);
     let mut linearized = Linearized::new(lists.definite_count, lists.indeterminate_count);
     let mut memo = Memo::default();
     // Per class of interchangeable indeterminate operations, how many have
     // taken effect: always its earliest-invoked members.
-    let mut consumed = vec![0u32; history.classes];
+    let mut consumed = vec![0usize; lists.classes.len()];
     let mut stack: Vec<Frame> = Vec::new();
     let mut deepest = Deepest::default();
-    let mut state: State = ABSENT;
+    let mut state = initial;
     let mut cursor = Cursor::Definite(lists.definite.first());
     // Position of the first return entry; meaningful while walking the
-    // indeterminate list.
+    // classes.
     let mut boundary = 0;
     let mut steps: u64 = 0;
     loop {
@@ -285,30 +303,33 @@ pub(super) fn search(history: &KeyHistory<'_>, budget: &Budget, record: bool) ->
                 memo.len()
             ));
         }
-        let (list, index) = match cursor {
-            Cursor::Definite(index) => (&lists.definite, index),
-            Cursor::Indeterminate(index) => (&lists.indeterminate, index),
-        };
         let candidate = match cursor {
-            Cursor::Definite(_) => {
+            Cursor::Definite(index) => {
                 // Cannot be NIL: the walk stops at the first return entry,
                 // and every call in the list has its return after it.
-                let entry = list.entries[index as usize];
+                let entry = lists.definite.entries[index as usize];
                 if entry.matching == NIL {
                     boundary = entry.position;
                     if record && stack.len() >= deepest.order.len() {
-                        deepest = record_deepest(&lists, &stack, state, entry.operation);
+                        deepest = record_deepest(&stack, state, entry.operation);
                     }
-                    cursor = Cursor::Indeterminate(lists.indeterminate.first());
+                    cursor = Cursor::Indeterminate(0);
                     continue;
                 }
-                Some(entry)
+                Some((entry.operation, entry.bit))
             }
-            Cursor::Indeterminate(_) => (index != NIL)
-                .then(|| list.entries[index as usize])
-                .filter(|entry| entry.position < boundary),
+            Cursor::Indeterminate(class) => match lists.classes.get(class as usize) {
+                None => None,
+                Some(members) => match members.get(consumed[class as usize]) {
+                    Some(head) if head.position < boundary => Some((head.operation, head.bit)),
+                    _ => {
+                        cursor = Cursor::Indeterminate(class + 1);
+                        continue;
+                    }
+                },
+            },
         };
-        let Some(entry) = candidate else {
+        let Some((operation, bit)) = candidate else {
             // Every candidate failed here: undo the last linearization and
             // try the candidate after it.
             let Some(frame) = stack.pop() else {
@@ -320,35 +341,31 @@ pub(super) fn search(history: &KeyHistory<'_>, budget: &Budget, record: bool) ->
             cursor = match frame.cursor {
                 Cursor::Definite(index) => {
                     lists.definite.unlift(index);
-                    linearized.flip(false, lists.definite.entries[index as usize].bit);
-                    Cursor::Definite(lists.definite.entries[index as usize].next)
+                    let entry = lists.definite.entries[index as usize];
+                    linearized.flip(false, entry.bit);
+                    Cursor::Definite(entry.next)
                 }
-                Cursor::Indeterminate(index) => {
-                    lists.indeterminate.unlift(index);
-                    let operation = &history.operations
-                        [lists.indeterminate.entries[index as usize].operation as usize];
-                    consumed[operation.class as usize] -= 1;
-                    linearized.flip(true, lists.indeterminate.entries[index as usize].bit);
-                    Cursor::Indeterminate(lists.indeterminate.entries[index as usize].next)
+                Cursor::Indeterminate(class) => {
+                    consumed[class as usize] -= 1;
+                    let member = lists.classes[class as usize][consumed[class as usize]];
+                    linearized.flip(true, member.bit);
+                    Cursor::Indeterminate(class + 1)
                 }
             };
             continue;
         };
-        let operation = &history.operations[entry.operation as usize];
-        let step = operation.step;
+        let step = history.operations[operation as usize].step;
         let indeterminate = matches!(cursor, Cursor::Indeterminate(_));
         let after_indeterminate = stack
             .last()
             .is_some_and(|frame| matches!(frame.cursor, Cursor::Indeterminate(_)));
-        let applied = if (after_indeterminate && step.is_blind_write())
-            || (indeterminate && consumed[operation.class as usize] != operation.rank)
-        {
+        let applied = if after_indeterminate && step.is_blind_write() {
             None
         } else {
             step.apply(state)
         };
         if let Some(next_state) = applied {
-            linearized.flip(indeterminate, entry.bit);
+            linearized.flip(indeterminate, bit);
             if memo.insert(&linearized, next_state, indeterminate) {
                 if memo.len() > budget.states_max {
                     return SearchResult::GaveUp(format!(
@@ -358,41 +375,32 @@ pub(super) fn search(history: &KeyHistory<'_>, budget: &Budget, record: bool) ->
                 }
                 stack.push(Frame {
                     cursor,
+                    operation,
                     state_before: state,
                     boundary,
                 });
                 state = next_state;
                 match cursor {
-                    Cursor::Definite(_) => lists.definite.lift(index),
-                    Cursor::Indeterminate(_) => {
-                        lists.indeterminate.lift(index);
-                        consumed[operation.class as usize] += 1;
-                    }
+                    Cursor::Definite(index) => lists.definite.lift(index),
+                    Cursor::Indeterminate(class) => consumed[class as usize] += 1,
                 }
                 cursor = Cursor::Definite(lists.definite.first());
                 continue;
             }
-            linearized.flip(indeterminate, entry.bit);
+            linearized.flip(indeterminate, bit);
         }
         cursor = match cursor {
-            Cursor::Definite(_) => Cursor::Definite(entry.next),
-            Cursor::Indeterminate(_) => Cursor::Indeterminate(entry.next),
+            Cursor::Definite(index) => {
+                Cursor::Definite(lists.definite.entries[index as usize].next)
+            }
+            Cursor::Indeterminate(class) => Cursor::Indeterminate(class + 1),
         };
     }
 }
 
-fn record_deepest(lists: &Lists, stack: &[Frame], state: State, blocked: u32) -> Deepest {
-    let order = stack
-        .iter()
-        .map(|frame| match frame.cursor {
-            Cursor::Definite(index) => lists.definite.entries[index as usize].operation as usize,
-            Cursor::Indeterminate(index) => {
-                lists.indeterminate.entries[index as usize].operation as usize
-            }
-        })
-        .collect();
+fn record_deepest(stack: &[Frame], state: State, blocked: u32) -> Deepest {
     Deepest {
-        order,
+        order: stack.iter().map(|frame| frame.operation as usize).collect(),
         state,
         blocked: Some(blocked as usize),
         steps: 0,

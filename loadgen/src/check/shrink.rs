@@ -1,7 +1,7 @@
 //! Shrinking a failing key history to a small failing sub-history (delta
 //! debugging), and explaining why it fails.
 
-use super::history::KeyHistory;
+use super::history::{KeyHistory, ABSENT};
 use super::render::describe;
 use super::search::{search, Budget, SearchResult};
 use super::{Op, Operation, Outcome};
@@ -25,44 +25,19 @@ use super::{Op, Operation, Outcome};
 /// monotonicity.
 ///
 /// First bisection finds a short prefix of definite operations to keep
-/// (the rest weakened), then windows of ever smaller size are weakened in
+/// (the rest weakened), then a short suffix of that prefix, then windows of ever smaller size are weakened in
 /// turn (ddmin), keeping each weakening after which the history still fails.
 pub(super) fn shrink<'a>(operations: &[&'a Operation], budget: &Budget) -> Vec<&'a Operation> {
     let definite: Vec<usize> = (0..operations.len())
         .filter(|&index| operations[index].outcome != Outcome::Indeterminate)
         .collect();
-    let fails = |kept: &[usize]| {
-        let mut keep = vec![false; operations.len()];
-        for &index in kept {
-            keep[index] = true;
-        }
-        // Operations invoked after every kept one returned can take effect
-        // last, or never: they cannot matter, and leaving them out keeps
-        // the search small.
-        let horizon_ns = kept
-            .iter()
-            .map(|&index| operations[index].completed_ns.unwrap_or(u64::MAX))
-            .max()
-            .unwrap_or(0);
-        let relevant: Vec<&'a Operation> = (0..operations.len())
-            .filter(|&index| keep[index] || operations[index].invoked_ns <= horizon_ns)
-            .map(|index| operations[index])
-            .collect();
-        let keep: Vec<bool> = (0..operations.len())
-            .filter(|&index| keep[index] || operations[index].invoked_ns <= horizon_ns)
-            .map(|index| keep[index])
-            .collect();
-        !kept.is_empty()
-            && matches!(
-                search(
-                    &KeyHistory::weakened(&relevant, |index| !keep[index]),
-                    budget,
-                    false
-                ),
-                SearchResult::NotLinearizable(_)
-            )
-    };
+    let fails = |kept: &[usize]| !kept.is_empty() && weakened_fails(operations, kept, budget);
 
+    if definite.is_empty() {
+        // Cannot fail (every operation may never take effect); nothing to
+        // shrink towards.
+        return operations.to_vec();
+    }
     // Bisect for a short failing prefix of the definite operations. Failure
     // is monotone in the prefix kept (a longer prefix weakens less), so
     // this finds the shortest.
@@ -75,13 +50,44 @@ pub(super) fn shrink<'a>(operations: &[&'a Operation], budget: &Budget) -> Vec<&
             low = middle + 1;
         }
     }
-    let kept: Vec<usize> = definite[..high].to_vec();
+    // Then for a short failing suffix of that prefix: monotone too (a later
+    // start weakens more). Galloping back from the end keeps the kept part,
+    // and so each search, small; weakened operations whose values no kept
+    // read observes are all alike to the search, so they cost little.
+    let mut passing = high;
+    let mut low = 0;
+    let mut size = 1;
+    while !budget.expired() {
+        let start = high.saturating_sub(size);
+        if start == 0 {
+            break;
+        }
+        if fails(&definite[start..high]) {
+            low = start;
+            break;
+        }
+        passing = start;
+        size *= 2;
+    }
+    // The largest failing start in `low..passing`.
+    let mut start = passing.saturating_sub(1).max(low);
+    while low < start && !budget.expired() {
+        let middle = start - (start - low) / 2;
+        if fails(&definite[middle..high]) {
+            low = middle;
+        } else {
+            start = middle - 1;
+        }
+    }
+    let kept: Vec<usize> = definite[low..high].to_vec();
 
     // Reads first, so that the writes they saw stay as context; then all.
     let is_read = |index: usize| matches!(operations[index].op, Op::Get { .. });
     let kept = weaken_windows(kept, is_read, &fails, budget);
     let kept = weaken_windows(kept, |_| true, &fails, budget);
-    with_writes(operations, kept)
+    // The writes added back for context may let more reads go.
+    let kept = weaken_windows(with_writes(operations, kept), is_read, &fails, budget);
+    kept.into_iter().map(|index| operations[index]).collect()
 }
 
 /// Delta debugging: weakens windows of ever smaller size among the `kept`
@@ -139,7 +145,7 @@ fn weaken_windows(
 /// effect, and the operation that could not take effect in time after it.
 pub(super) fn explain(operations: &[&Operation], budget: &Budget) -> String {
     let history = KeyHistory::new(operations);
-    match search(&history, budget, true) {
+    match search(&history, ABSENT, budget, true) {
         SearchResult::NotLinearizable(deepest) => {
             let order: Vec<String> = deepest
                 .order
@@ -178,9 +184,67 @@ pub(super) fn explain(operations: &[&Operation], budget: &Budget) -> String {
     }
 }
 
+/// Whether `operations` (one key, invocation order, validated) still fail
+/// with only the `kept` operations definite (`kept` not empty).
+///
+/// With `cut` the earliest invocation among the kept operations: the other
+/// operations that completed before `cut` are dropped, and the key may hold
+/// anything at `cut`; the other operations still running at `cut` or
+/// invoked later are weakened to indeterminate. Sound: from a linearization
+/// of the whole history, take as the state at `cut` the state just before
+/// the first operation invoked at or after it; the weakened operations that
+/// took effect before that point do not take effect, the rest keep their
+/// place, and dropped reads are gone.
+fn weakened_fails(operations: &[&Operation], kept: &[usize], budget: &Budget) -> bool {
+    let mut keep = vec![false; operations.len()];
+    for &index in kept {
+        keep[index] = true;
+    }
+    let cut_ns = kept
+        .iter()
+        .map(|&index| operations[index].invoked_ns)
+        .min()
+        .unwrap_or(0);
+    // Operations invoked after every kept one returned can take effect
+    // last, or never: they cannot matter, and leaving them out keeps the
+    // search small.
+    let horizon_ns = kept
+        .iter()
+        .map(|&index| operations[index].completed_ns.unwrap_or(u64::MAX))
+        .max()
+        .unwrap_or(0);
+    let mut dropped_any = false;
+    let mut relevant: Vec<&Operation> = Vec::new();
+    let mut weaken: Vec<bool> = Vec::new();
+    for (index, &operation) in operations.iter().enumerate() {
+        let completed_before_cut = operation.outcome != Outcome::Indeterminate
+            && operation
+                .completed_ns
+                .is_some_and(|completed_ns| completed_ns < cut_ns);
+        if !keep[index] && completed_before_cut {
+            dropped_any = true;
+        } else if keep[index] || operation.invoked_ns <= horizon_ns {
+            relevant.push(operation);
+            weaken.push(!keep[index]);
+        }
+    }
+    let history = KeyHistory::weakened(&relevant, |index| weaken[index]);
+    let fails_from = |initial| {
+        matches!(
+            search(&history, initial, budget, false),
+            SearchResult::NotLinearizable(_)
+        )
+    };
+    if dropped_any {
+        history.states().all(fails_from)
+    } else {
+        fails_from(ABSENT)
+    }
+}
+
 /// The `kept` operations plus the definite writes of the values they
 /// observe (when a value has at most two such writes), in invocation order.
-fn with_writes<'a>(operations: &[&'a Operation], mut kept: Vec<usize>) -> Vec<&'a Operation> {
+fn with_writes(operations: &[&Operation], mut kept: Vec<usize>) -> Vec<usize> {
     const WRITES_PER_VALUE_MAX: usize = 2;
     let observed: Vec<&str> = kept
         .iter()
@@ -208,5 +272,5 @@ fn with_writes<'a>(operations: &[&'a Operation], mut kept: Vec<usize>) -> Vec<&'
     }
     kept.sort_unstable();
     kept.dedup();
-    kept.into_iter().map(|index| operations[index]).collect()
+    kept
 }
