@@ -187,7 +187,7 @@ impl NodeConfig {
     /// use barge::node::NodeConfig;
     ///
     /// let peers = NodeConfig::parse_addresses("1=127.0.0.1:7001,2=127.0.0.1:7002")?;
-    /// assert_eq!(peers[&NodeId(2)], "127.0.0.1:7002".parse()?);
+    /// assert_eq!(peers[&NodeId(2)], "127.0.0.1:7002".parse::<std::net::SocketAddr>()?);
     /// assert!(NodeConfig::parse_addresses("1=127.0.0.1:7001,1=127.0.0.1:7002").is_err());
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
