@@ -7,7 +7,9 @@
 //!   load, end to end (see `run`);
 //! - `wal`: the write-ahead log alone under concurrent appenders;
 //! - `net`: the QUIC entries stream between two endpoints on loopback;
-//! - `certs`: a development cluster CA and node certificates.
+//! - `certs`: a development cluster CA and node certificates;
+//! - `chaos`: fault experiments on a cluster of KV example processes, with
+//!   a linearizability check (`barge_loadgen::chaos`).
 
 mod certs;
 mod net_bench;
@@ -19,7 +21,7 @@ mod wal_bench;
 use anyhow::{bail, Result};
 
 const USAGE: &str =
-    "usage: barge-loadgen [run|wal|net|certs] [options]   (each subcommand takes --help)
+    "usage: barge-loadgen [run|wal|net|certs|chaos] [options]   (each subcommand takes --help)
        with no arguments: `run` with its defaults (3 nodes, 256 clients, 64 B, 10 s)";
 
 fn main() {
@@ -27,6 +29,16 @@ fn main() {
         eprintln!("barge-loadgen: error: {error:#}");
         std::process::exit(1);
     }
+}
+
+/// Runs the KV example (`engine/examples/kv.rs`) with the arguments after
+/// `kv`, as its own `main` would.
+fn kv() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(2).collect();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(barge_loadgen::kv::run(args))
 }
 
 fn run() -> Result<()> {
@@ -48,6 +60,12 @@ fn run() -> Result<()> {
         "wal" => wal_bench::run(parser),
         "net" => net_bench::run(parser),
         "certs" => certs::run(parser),
+        "chaos" => {
+            let code = barge_loadgen::chaos::main(parser)?;
+            std::process::exit(code)
+        }
+        // Hidden: one node of `chaos`, the KV example as its own process.
+        "kv" => kv(),
         // Hidden: one node process of `run --processes` (see node_process).
         "node" => node_process::run(parser),
         other => bail!("unknown subcommand `{other}`\n{USAGE}"),
