@@ -38,6 +38,9 @@ struct Pair {
     real: [SocketAddr; 2],
     dial: [SocketAddr; 2],
     proxy: Option<FaultProxy>,
+    /// Ports that appeared while the proxy started: its sockets (and, on a
+    /// busy machine, perhaps a few others).
+    proxy_ports: Vec<u16>,
 }
 
 fn pair(path: Path) -> Pair {
@@ -49,6 +52,7 @@ fn pair(path: Path) -> Pair {
         sockets[0].local_addr().expect("bound"),
         sockets[1].local_addr().expect("bound"),
     ];
+    let ports_before = drops_by_port();
     let (dial, proxy) = match path {
         Path::Direct => (real, None),
         Path::Proxied => {
@@ -61,11 +65,19 @@ fn pair(path: Path) -> Pair {
             (dial, Some(proxy))
         }
     };
+    let proxy_ports = match path {
+        Path::Direct => Vec::new(),
+        Path::Proxied => drops_by_port()
+            .into_keys()
+            .filter(|port| !ports_before.contains_key(port))
+            .collect(),
+    };
     Pair {
         sockets,
         real,
         dial,
         proxy,
+        proxy_ports,
     }
 }
 
@@ -140,6 +152,7 @@ fn bulk(path: Path) -> (f64, u64, Option<barge_loadgen::proxy::ProxyStats>) {
         real,
         dial,
         proxy,
+        proxy_ports,
     } = pair(path);
     let ca = DevCa::generate(ClusterId(0xbeef)).expect("dev CA");
     let config = |me: usize, other: usize| {
@@ -192,9 +205,12 @@ fn bulk(path: Path) -> (f64, u64, Option<barge_loadgen::proxy::ProxyStats>) {
         let elapsed = started.elapsed();
         assert_eq!(received, BULK_BYTES);
         let drops = drops_by_port();
-        let node_drops: u64 = real.iter().filter_map(|address| drops.get(&address.port())).sum();
-        let other_drops: u64 = drops.values().sum::<u64>() - node_drops;
-        println!("    socket drops: nodes {node_drops}, other sockets (proxy and the rest of the machine) {other_drops}");
+        let node_drops: u64 = real
+            .iter()
+            .filter_map(|address| drops.get(&address.port()))
+            .sum();
+        let proxy_drops: u64 = proxy_ports.iter().filter_map(|port| drops.get(port)).sum();
+        println!("    socket drops: nodes {node_drops}, proxy {proxy_drops}");
         one.shutdown().await;
         two.shutdown().await;
         BULK_BYTES as f64 / elapsed.as_secs_f64()
