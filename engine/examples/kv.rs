@@ -19,8 +19,9 @@
 //! `ChangeInProgress` refuse a request before anything is appended; a failed
 //! node is not asked). `MAYBE reason`: unknown (`ProposalDropped` comes after
 //! an append; `Storage` and `Stopped` fail appended proposals too; timeouts).
-//! A fatal node error (a poisoned log under `--disk-faults`) is printed and
-//! exits the process with status 3; SIGTERM and SIGINT stop it gracefully.
+//! A fatal node error (a poisoned log under `--disk-faults`, a refused start)
+//! is printed and exits the process with status 3; SIGTERM and SIGINT stop
+//! it gracefully.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Write as _;
@@ -244,13 +245,20 @@ impl Server {
     }
 }
 
+/// The node failed (or could not start on its data directory): say why
+/// and exit with status 3, which the chaos tool reads as a fail-stop.
+fn fail_stop(id: NodeId, error: &dyn std::fmt::Display) -> ! {
+    eprintln!("kv node {id} failed: {error}");
+    std::process::exit(3)
+}
+
 #[tokio::main]
 async fn main() -> Result<()> {
     run(std::env::args().skip(1).collect()).await
 }
 
 /// The whole program, from its arguments (the tests run it this way). Exits
-/// the process with status 3 when the node fails.
+/// the process with status 3 when the node fails or refuses to start.
 pub async fn run(args: Vec<String>) -> Result<()> {
     if args.is_empty() || args.iter().any(|arg| arg == "--help" || arg == "-h") {
         println!("{USAGE}");
@@ -282,7 +290,8 @@ pub async fn run(args: Vec<String>) -> Result<()> {
     // Registered first: a SIGTERM while starting still ends in a clean stop.
     let mut terminate = signal(SignalKind::terminate())?;
     let kv = Arc::default();
-    let node = Node::start(config, Kv(Arc::clone(&kv))).await?;
+    let started = Node::start(config, Kv(Arc::clone(&kv))).await;
+    let node = started.unwrap_or_else(|error| fail_stop(id, &error));
     let server = Arc::new(Server {
         node,
         kv,
@@ -300,8 +309,7 @@ pub async fn run(args: Vec<String>) -> Result<()> {
             _ = tokio::signal::ctrl_c() => break,
             _ = terminate.recv() => break,
             _ = health.tick() => if let Some(error) = server.node.failure() {
-                eprintln!("kv node {id} failed: {error}");
-                std::process::exit(3);
+                fail_stop(id, &error);
             },
             Some(_) = connections.join_next() => {}
             Ok((mut stream, _)) = listener.accept() => {

@@ -474,7 +474,8 @@ fn kv_three_processes() {
     converged(&processes, 1);
     processes.terminate();
 
-    // A restart that finds an empty data directory is refused, saying why.
+    // A restart that finds an empty data directory is refused, saying why,
+    // as a fail-stop (status 3); bad flags are usage errors (status 1).
     let mut args = processes.args[&3].clone();
     let position = args
         .iter()
@@ -482,6 +483,29 @@ fn kv_three_processes() {
         .expect("flag");
     args[position + 1] = dir.path().join("wiped").to_string_lossy().into_owned();
     args.extend(["--start".to_owned(), "existing".to_owned()]);
+    let (code, stderr) = run_to_exit(&args);
+    assert_eq!(code, Some(3), "{stderr}");
+    assert!(stderr.contains("holds no node state"), "{stderr}");
+    for (flag, value, message) in [
+        ("--disk-faults", "fsync-eio-after=x", "not a whole number"),
+        ("--start", "old", "expected new, existing or join"),
+        ("--peers", "1=127.0.0.1", "bad address"),
+        ("--bogus", "1", "unknown flags"),
+    ] {
+        let mut args = processes.args[&3].clone();
+        match args.iter().position(|arg| arg == flag) {
+            Some(position) => args[position + 1] = value.to_owned(),
+            None => args.extend([flag.to_owned(), value.to_owned()]),
+        }
+        let (code, stderr) = run_to_exit(&args);
+        assert_eq!(code, Some(1), "{flag} {value}: {stderr}");
+        assert!(stderr.contains(message), "{flag} {value}: {stderr}");
+    }
+}
+
+/// Runs a kv process that is expected to exit by itself; its exit code and
+/// standard error.
+fn run_to_exit(args: &[String]) -> (Option<i32>, String) {
     let mut child = Command::new(std::env::current_exe().expect("test binary"))
         .args(["kv_process", "--exact", "--ignored", "--nocapture"])
         .env(ARGS_VARIABLE, args.join("\n"))
@@ -493,13 +517,13 @@ fn kv_three_processes() {
     while child.try_wait().expect("wait").is_none() {
         if Instant::now() > deadline {
             let _ = child.kill();
-            panic!("a refused start did not exit");
+            panic!("{args:?} did not exit");
         }
         std::thread::sleep(Duration::from_millis(20));
     }
     let output = child.wait_with_output().expect("output");
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("holds no node state"), "{stderr}");
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    (output.status.code(), stderr)
 }
 
 #[test]
