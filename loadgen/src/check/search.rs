@@ -297,7 +297,7 @@ pub(super) fn search(
         if steps > budget.steps_max {
             return SearchResult::GaveUp(format!("step limit of {} reached", budget.steps_max));
         }
-        if steps.is_multiple_of(STEPS_PER_CLOCK_READ) && budget.expired() {
+        if steps % STEPS_PER_CLOCK_READ == 0 && budget.expired() {
             return SearchResult::GaveUp(format!(
                 "time limit reached after {steps} search steps and {} states",
                 memo.len()
