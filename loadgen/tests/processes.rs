@@ -272,12 +272,29 @@ fn a_node_process_speaks_the_binary_protocol_and_refuses_bad_frames() {
         }
     }
     assert_eq!(seen.len(), 500);
-    let stats = stats.expect("stats answered");
-    assert_eq!(stats.len(), 17 * 8);
-    let field =
-        |index: usize| u64::from_le_bytes(stats[index * 8..index * 8 + 8].try_into().expect("8"));
-    assert_eq!(field(0), 1, "node id");
-    assert_eq!(field(1), 1, "it leads itself");
+    assert_eq!(stats.expect("stats answered").len(), 17 * 8);
+    // Metrics are republished every few milliseconds: poll until they show
+    // this node leading and the 501 proposals committed.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let fields = loop {
+        let mut out = Vec::new();
+        frame(&mut out, 10, 1, b"");
+        stream.write_all(&out).expect("write");
+        let (id, status, stats) = answer(&mut stream);
+        assert_eq!((id, status, stats.len()), (10, 0, 17 * 8));
+        let fields: Vec<u64> = stats
+            .chunks_exact(8)
+            .map(|field| u64::from_le_bytes(field.try_into().expect("8 bytes")))
+            .collect();
+        if (fields[1] == 1 && fields[16] >= 501) || Instant::now() >= deadline {
+            break fields;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(fields[0], 1, "node id: {fields:?}");
+    assert_eq!(fields[1], 1, "it leads itself: {fields:?}");
+    assert!(fields[16] >= 501, "proposals committed: {fields:?}");
+    assert!(fields[9] > 0, "fsyncs: {fields:?}");
 
     // An empty proposal and an unknown kind: refused, the connection lives.
     let mut out = Vec::new();

@@ -384,6 +384,8 @@ impl RunReport {
         let threads: Vec<String> = self
             .cpu_by_thread
             .iter()
+            // Idle threads (under half a percent) would only bury the rest.
+            .filter(|(_, percent)| *percent >= 0.5)
             .map(|(group, percent)| format!("{group} {percent:.0}"))
             .collect();
         println!("  CPU % by thread      {}", threads.join(", "));
