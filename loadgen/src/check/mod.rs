@@ -38,10 +38,23 @@
 //! before the first return in the list, lifting it out of the list, and
 //! backtracks when no candidate fits. Each visited (set of linearized
 //! operations, model state) pair is remembered, so no subtree is searched
-//! twice. Indeterminate operations have no return, live in a list of their
-//! own, and are tried only after every definite candidate at a node failed:
-//! most of them are never needed, and trying them last keeps the search from
-//! wandering down paths that consume them early.
+//! twice. Indeterminate operations are what makes such searches blow up;
+//! here (details in `search.rs`):
+//! - they are tried only after every definite candidate at a node failed;
+//! - values no operation observes share one model state, so writes of them
+//!   are interchangeable, and only the earliest-invoked unused one of each
+//!   class of equal indeterminate operations is ever tried;
+//! - an indeterminate operation is never directly followed by a put (it
+//!   could as well never have happened);
+//! - a visited node subsumes any node with the same definite operations and
+//!   state that used up more indeterminate operations.
+//!
+//! Shrinking a failing key never trusts a sub-history that fails only
+//! because operations were taken away (a read whose write was removed
+//! "sees a value never written"): operations left out are weakened to
+//! indeterminate, or dropped when they completed before the earliest kept
+//! operation while the key may then hold any value. Either way the result
+//! still proves the whole history wrong. See `shrink.rs`.
 //!
 //! # Example
 //!
@@ -169,8 +182,12 @@ pub enum Verdict {
         /// The first key found failing.
         key: Key,
         /// The smallest sub-history of `key` found that still fails, in
-        /// invocation order. Shrinking stops at the time limit, so this is
-        /// small but not necessarily minimal.
+        /// invocation order. It fails on its own, and keeps failing when
+        /// every other operation of the key is allowed to have taken effect
+        /// at any time after its invocation, or never (and, when it starts
+        /// later than the key's history, whatever the key held then).
+        /// Shrinking stops at the time limit, so this is small but not
+        /// necessarily minimal.
         smallest_failing: Vec<Operation>,
         /// A short human explanation of why `smallest_failing` fails.
         explanation: String,

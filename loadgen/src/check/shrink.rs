@@ -12,21 +12,19 @@ use super::{Op, Operation, Outcome};
 ///
 /// Plain removal of operations is misleading: the rest can fail for a new
 /// reason (remove the writes before a read and the read "sees a value never
-/// written"). So the shrinker weakens instead of removing: an operation it
-/// drops from the result stays in the searched history as indeterminate,
-/// free to take effect at any time after its invocation or never. Weakening
-/// only adds linearizations, so each accepted step still proves the
-/// original history wrong; and the final kept operations fail on their own
-/// too (dropping indeterminate operations only removes options).
+/// written"). So the shrinker weakens instead (see [`weakened_fails`]): an
+/// operation left out of the result stays in the searched history as
+/// indeterminate, or is dropped if it completed before the earliest kept
+/// operation, the key then holding any value. Each accepted step still
+/// proves the original history wrong, and the kept operations fail on
+/// their own too (dropping indeterminate operations only removes options,
+/// and "any value" includes absent).
 ///
-/// The result then gets back, for readability, the writes of the values its
-/// operations observed (a definite put or swap of that value, when there
-/// are at most two): adding operations back still fails, by the same
-/// monotonicity.
-///
-/// First bisection finds a short prefix of definite operations to keep
-/// (the rest weakened), then a short suffix of that prefix, then windows of ever smaller size are weakened in
-/// turn (ddmin), keeping each weakening after which the history still fails.
+/// First bisection finds a short prefix of definite operations to keep,
+/// then galloping and bisection a short suffix of that prefix; then windows
+/// of ever smaller size are weakened in turn (ddmin), reads first so that
+/// the writes they saw stay as context. Last, for readability, the writes
+/// of the values the result observes are added back when that still fails.
 pub(super) fn shrink<'a>(operations: &[&'a Operation], budget: &Budget) -> Vec<&'a Operation> {
     let definite: Vec<usize> = (0..operations.len())
         .filter(|&index| operations[index].outcome != Outcome::Indeterminate)
@@ -86,7 +84,12 @@ pub(super) fn shrink<'a>(operations: &[&'a Operation], budget: &Budget) -> Vec<&
     let kept = weaken_windows(kept, is_read, &fails, budget);
     let kept = weaken_windows(kept, |_| true, &fails, budget);
     // The writes added back for context may let more reads go.
-    let kept = weaken_windows(with_writes(operations, kept), is_read, &fails, budget);
+    let with_context = with_writes(operations, kept.clone());
+    let kept = if with_context.len() > kept.len() && fails(&with_context) {
+        weaken_windows(with_context, is_read, &fails, budget)
+    } else {
+        kept
+    };
     kept.into_iter().map(|index| operations[index]).collect()
 }
 
@@ -244,6 +247,8 @@ fn weakened_fails(operations: &[&Operation], kept: &[usize], budget: &Budget) ->
 
 /// The `kept` operations plus the definite writes of the values they
 /// observe (when a value has at most two such writes), in invocation order.
+/// Adding definite operations back can move the cut of [`weakened_fails`]
+/// earlier, so the caller checks that the result still fails.
 fn with_writes(operations: &[&Operation], mut kept: Vec<usize>) -> Vec<usize> {
     const WRITES_PER_VALUE_MAX: usize = 2;
     let observed: Vec<&str> = kept
