@@ -215,3 +215,86 @@ async fn many_snapshots_under_load_then_restart_from_them() {
     assert_eq!(payloads.len() as u64, total, "entries lost across restarts");
     cluster.stop_all().await;
 }
+
+/// Counts entries; its first `failures` snapshots fail.
+struct FlakySnapshots {
+    applied: u64,
+    snapshot_calls: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    failures: u64,
+}
+
+impl barge::node::StateMachine for FlakySnapshots {
+    fn apply(&mut self, entries: &[barge::core::Entry], responses: &mut Vec<Bytes>) {
+        self.applied += entries.len() as u64;
+        responses.extend(entries.iter().map(|_| Bytes::new()));
+    }
+
+    fn snapshot(&mut self) -> Result<Bytes, String> {
+        let calls = self
+            .snapshot_calls
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if calls < self.failures {
+            return Err(format!("snapshot {calls} fails on purpose"));
+        }
+        Ok(Bytes::copy_from_slice(&self.applied.to_le_bytes()))
+    }
+
+    fn restore(&mut self, data: Bytes) -> Result<(), String> {
+        let bytes: [u8; 8] = data[..].try_into().map_err(|_| "bad snapshot")?;
+        self.applied = u64::from_le_bytes(bytes);
+        Ok(())
+    }
+}
+
+/// The core asks for a snapshot once until answered: when the state
+/// machine fails to produce one, the node asks again later by itself
+/// instead of never snapshotting (and never compacting) again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_state_machine_snapshot_is_retried() {
+    use barge::node::{Node, NodeConfig};
+    use barge_net::{ClusterId, DevCa, PeerId};
+
+    let ca = DevCa::generate(ClusterId(node::CLUSTER)).expect("dev CA");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let listen = std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|socket| socket.local_addr())
+        .expect("free address");
+    let mut config = NodeConfig::new(
+        NodeId(1),
+        node::CLUSTER,
+        listen,
+        std::collections::BTreeMap::new(),
+        dir.path().join("node-1"),
+        ca.issue(PeerId(1)).expect("certificate"),
+    );
+    config.raft.snapshot_log_entries_threshold = 20;
+    config.log.segment_bytes = 1 << 20;
+    let calls = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let machine = FlakySnapshots {
+        applied: 0,
+        snapshot_calls: std::sync::Arc::clone(&calls),
+        failures: 2,
+    };
+    let node = Node::start(config, machine).await.expect("node starts");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while node.metrics().leader != Some(NodeId(1)) {
+        assert!(tokio::time::Instant::now() < deadline, "no leader");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    for i in 0..60u32 {
+        node.propose(Bytes::from(i.to_le_bytes().to_vec()))
+            .await
+            .expect("proposal commits");
+    }
+    let snapshot_file = dir.path().join("node-1").join("snapshot");
+    while !snapshot_file.exists() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no snapshot after {} state machine calls",
+            calls.load(std::sync::atomic::Ordering::SeqCst)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(calls.load(std::sync::atomic::Ordering::SeqCst) >= 3);
+    node.shutdown().await.expect("clean shutdown");
+}

@@ -34,6 +34,10 @@ use crate::wire::{self, WireLimits};
 /// Most frames, requests or completions taken from one source per iteration.
 const DRAIN_PER_SOURCE_MAX: usize = 4096;
 
+/// Ticks before a snapshot that could not be taken (the state machine
+/// failed, or the applied entry's term was unknown) is tried again.
+const SNAPSHOT_RETRY_TICKS: u64 = 100;
+
 /// How a proposal caller wants its answer.
 enum ProposalResponder {
     One(oneshot::Sender<Result<Bytes, NodeError>>),
@@ -130,9 +134,12 @@ pub(super) struct Driver {
     pending_writes: VecDeque<PendingWrite>,
     overloaded: bool,
     snapshots: SnapshotWorker,
-    /// The core asked for a snapshot while the previous one was still being
-    /// written; taken once that finishes.
+    /// The core asked for a snapshot that is not taken yet: a job was
+    /// running, or taking it failed. The core asks only once until it is
+    /// answered, so the driver must come back to it: from `iterate`, once no
+    /// job runs and `ticks` has reached `snapshot_retry_tick`.
     snapshot_wanted: bool,
+    snapshot_retry_tick: u64,
     /// Highest index a submitted snapshot job compacts the log up to.
     compaction_covered: LogIndex,
     entries_scratch: Vec<Entry>,
@@ -182,6 +189,7 @@ impl Driver {
             overloaded: false,
             snapshots,
             snapshot_wanted: false,
+            snapshot_retry_tick: 0,
             compaction_covered: LogIndex(0),
             entries_scratch: Vec::new(),
             responses_scratch: Vec::new(),
@@ -758,15 +766,19 @@ impl Driver {
     }
 
     /// Picks up a finished snapshot job; takes the snapshot the core asked
-    /// for meanwhile, if any.
+    /// for meanwhile (or that failed earlier and is due again), if any.
     fn finish_snapshot(&mut self) -> Result<(), NodeError> {
         if let Some(outcome) = self.snapshots.try_finish() {
             outcome?;
-            if std::mem::take(&mut self.snapshot_wanted) {
-                // Between iterations the state machine has applied exactly
-                // the core's applied index.
-                self.take_snapshot(self.core.applied_index())?;
-            }
+        }
+        if self.snapshot_wanted
+            && !self.snapshots.is_busy()
+            && self.ticks >= self.snapshot_retry_tick
+        {
+            self.snapshot_wanted = false;
+            // Between iterations the state machine has applied exactly the
+            // core's applied index.
+            self.take_snapshot(self.core.applied_index())?;
         }
         Ok(())
     }
@@ -784,11 +796,16 @@ impl Driver {
             Ok(data) => data,
             Err(error) => {
                 tracing::warn!(%error, "state machine could not snapshot; retrying later");
+                self.retry_snapshot_later();
                 return Ok(());
             }
         };
         let Some(term) = self.core.term_at(applied) else {
-            tracing::warn!(applied = applied.0, "snapshot point left the log; skipped");
+            tracing::warn!(
+                applied = applied.0,
+                "snapshot point left the log; retrying later"
+            );
+            self.retry_snapshot_later();
             return Ok(());
         };
         let last = LogId::new(term, applied);
@@ -815,11 +832,17 @@ impl Driver {
         self.snapshots.submit(Snapshot { meta, data }, wal)
     }
 
+    fn retry_snapshot_later(&mut self) {
+        self.snapshot_wanted = true;
+        self.snapshot_retry_tick = self.ticks + SNAPSHOT_RETRY_TICKS;
+    }
+
     fn install_snapshot(&mut self, snapshot: Snapshot) -> Result<(), NodeError> {
         let last = snapshot.meta.last;
         // A local snapshot still being written would overwrite this newer
         // file, and its worker shares the log this may replace: let it
-        // finish first (installs are rare; the wait is one file write).
+        // finish first (installs are rare; the wait is one file write). A
+        // request deferred behind it stays in `snapshot_wanted`.
         if let Some(outcome) = self.snapshots.wait() {
             outcome?;
         }
