@@ -41,8 +41,9 @@ use tokio::signal::unix::{signal, SignalKind};
 const USAGE: &str = "usage: kv --id N --peers ID=HOST:PORT,.. --clients ID=HOST:PORT,.. \
 --data-dir DIR --certs DIR [--listen HOST:PORT] [--start new|existing|join] [--disk-faults SPEC]
   --peers: QUIC addresses other nodes dial; --listen: where this node binds (default: --peers)
-  --clients: TCP client addresses; --certs: from `barge-loadgen certs`
-  --disk-faults: comma-separated fsync-eio-after=N|write-eio-after=N|enospc-after=N
+  --clients: TCP client addresses; --certs: from `barge-loadgen certs`; --data-dir: log, snapshots
+  --start: new (default) | existing (refuses an empty directory) | join (a node added later)
+  --disk-faults: comma-separated fsync-eio-after=N|write-eio-after=N|enospc-after=N|read-eio-after=N
 Requests: PUT k v | GET k | CAS k old new | DEL k | STATUS | LEARNER id | VOTERS a,b,c";
 const KEY_BYTES_MAX: usize = 256;
 const VALUE_BYTES_MAX: usize = 4096;
