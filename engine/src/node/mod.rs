@@ -32,6 +32,22 @@
 //! chunks of a frame; a follower's log writes the received bytes as they
 //! are.
 //!
+//! # What one proposal costs
+//!
+//! Everything the Raft thread, the log and the transport do is per batch,
+//! message or fsync, not per entry: one clock read per drained burst, one
+//! `handle_propose` per batch, one log submission, one frame per follower,
+//! one `StateMachine::apply` per committed range. What remains per entry is
+//! the caller's side of [`Node::propose`]: one allocation (the answer's
+//! oneshot channel), one permit of the bounded request queue, and one wake-up
+//! of the calling task when the answer is sent (a push onto its runtime's
+//! queue; a thread wakes only if that runtime was idle).
+//! [`Node::propose_batch`] pays these once per call. Measured with 1024
+//! closed-loop proposers of 64 B (3 nodes in one process, `perf stat`):
+//! about 0.16 system calls, 0.09 context switches and 1.8 heap allocations
+//! per committed entry, all threads and nodes together, of which 1.0
+//! allocation is that oneshot.
+//!
 //! # Example
 //!
 //! ```no_run
