@@ -203,7 +203,7 @@ fn generated_histories_with_many_indeterminate_writes_are_linearizable() {
         clients: 16,
         indeterminate_percent: 20,
     };
-    for seed in 100..120 {
+    for seed in 100..110 {
         let history = generate(seed, &shape);
         assert_eq!(
             check(&history, &Limits::default()),

@@ -1,7 +1,7 @@
 //! Shrinking a failing key history to a small failing sub-history (delta
 //! debugging), and explaining why it fails.
 
-use super::history::{KeyHistory, ABSENT};
+use super::history::{KeyHistory, ABSENT, UNOBSERVED};
 use super::render::describe;
 use super::search::{search, Budget, SearchResult};
 use super::{Op, Operation, Outcome};
@@ -155,6 +155,23 @@ pub(super) fn explain(operations: &[&Operation], budget: &Budget) -> String {
                 .iter()
                 .map(|&index| describe(history.operations[index].operation))
                 .collect();
+            // A value no operation observes has no state of its own; name it
+            // after the last write in the order, which is what set it.
+            let state_text = if deepest.state == UNOBSERVED {
+                deepest
+                    .order
+                    .iter()
+                    .rev()
+                    .find_map(|&index| match &history.operations[index].operation.op {
+                        Op::Put { value, .. } | Op::Cas { new: value, .. } => {
+                            Some(format!("{value:?}"))
+                        }
+                        _ => None,
+                    })
+                    .unwrap_or_else(|| history.describe(deepest.state))
+            } else {
+                history.describe(deepest.state)
+            };
             let prefix = if order.is_empty() {
                 format!(
                     "no operation of these {} can take effect first (the key starts absent)",
@@ -167,7 +184,7 @@ pub(super) fn explain(operations: &[&Operation], budget: &Budget) -> String {
                     order.len(),
                     operations.len(),
                     order.join("; "),
-                    history.describe(deepest.state)
+                    state_text
                 )
             };
             match deepest.blocked {
