@@ -35,6 +35,18 @@ fn main() {
 /// `kv`, as its own `main` would.
 fn kv() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(2).collect();
+    // A node outliving the chaos tool that started it (killed by a test
+    // harness's timeout, say) would run forever: leave when the parent does.
+    let parent = std::os::unix::process::parent_id();
+    std::thread::Builder::new()
+        .name("kv-parent-watch".into())
+        .spawn(move || loop {
+            std::thread::sleep(std::time::Duration::from_millis(500));
+            if std::os::unix::process::parent_id() != parent {
+                eprintln!("kv: the process that started this node is gone; exiting");
+                std::process::exit(1);
+            }
+        })?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

@@ -108,7 +108,17 @@ pub fn main(parser: lexopt::Parser) -> Result<i32> {
         .enable_all()
         .build()
         .context("building the Tokio runtime")?;
-    let report = runtime.block_on(run(&options, &dir, &program))?;
+    // Interrupted, the experiment is dropped: its guard kills every node.
+    let report = runtime.block_on(async {
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .context("registering for SIGTERM")?;
+        tokio::select! {
+            report = run(&options, &dir, &program) => report,
+            _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted (SIGINT); nodes stopped"),
+            _ = terminate.recv() => anyhow::bail!("terminated (SIGTERM); nodes stopped"),
+        }
+    })?;
     let outcome = report.outcome();
     if options.json {
         println!("{}", report.to_json());
