@@ -319,7 +319,7 @@ fn a_node_process_speaks_the_binary_protocol_and_refuses_bad_frames() {
     let mut rest = Vec::new();
     assert_eq!(stream.read_to_end(&mut rest).expect("closed"), 0);
 
-    // The node still serves new connections, then stops when stdin closes.
+    // The node still serves new connections.
     let mut again = TcpStream::connect(client).expect("reconnect");
     let mut out = Vec::new();
     frame(&mut out, 1, 0, b"after");
@@ -328,7 +328,13 @@ fn a_node_process_speaks_the_binary_protocol_and_refuses_bad_frames() {
         .set_read_timeout(Some(Duration::from_secs(20)))
         .expect("timeout");
     assert_eq!(answer(&mut again).1, 0);
-    drop(node.stdin.take());
+    // SIGTERM: the node shuts down cleanly and exits with status 0 (the
+    // other way to stop it, its stdin closing, is tested above).
+    let terminated = Command::new("kill")
+        .args(["-TERM", &node.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(terminated.success());
     let deadline = Instant::now() + Duration::from_secs(20);
     let status = loop {
         if let Some(status) = node.try_wait().expect("wait") {
@@ -336,7 +342,7 @@ fn a_node_process_speaks_the_binary_protocol_and_refuses_bad_frames() {
         }
         if Instant::now() >= deadline {
             let _ = node.kill();
-            panic!("the node did not stop after its stdin closed");
+            panic!("the node did not stop on SIGTERM");
         }
         std::thread::sleep(Duration::from_millis(20));
     };

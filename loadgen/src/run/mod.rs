@@ -8,7 +8,12 @@
 //!    round trip on loopback, before any node starts (nothing else runs).
 //! 2. Starts `--nodes` nodes in this process (each on its own threads, QUIC
 //!    with mutual TLS on loopback, its log in a fresh temporary directory
-//!    with fsync on) and waits until they agree on a leader.
+//!    with fsync on) and waits until they agree on a leader. With
+//!    `--processes`, each node is a child process instead (`barge-loadgen
+//!    node`, see `processes` and `node_process`), and the proposers reach
+//!    it over `--connections` loopback TCP connections speaking the binary
+//!    pipelined protocol of `protocol`; CPU and peak RSS are then reported
+//!    per process.
 //! 3. Drives the leader for `--warmup` + `--duration` seconds: closed loop
 //!    (`--clients` Tokio tasks, each waiting for its proposal to commit
 //!    before sending the next) or open loop (`--rate`: a fixed schedule,
@@ -52,8 +57,8 @@ use self::baseline::Baseline;
 use self::deployment::Cluster;
 use self::drive::Recorder;
 use self::options::{Command, Options, SweepParameter};
-use self::report::{NodeFigures, ProcessFigures, RunReport};
-use self::resources::Resources;
+use self::report::{NodeFigures, RunReport};
+use self::resources::{ProcessFigures, Resources};
 use crate::system::file_system_type;
 
 pub(crate) use self::cluster::Counter;

@@ -228,7 +228,7 @@ async fn read_answers(mut reader: OwnedReadHalf, pending: Arc<Mutex<Pending>>) {
     close(&pending);
 }
 
-/// Where proposers send when the nodes are processes: a few connections
+/// Where proposers send when the nodes are processes: one or more connections
 /// per node, used in turn, and the node believed to lead.
 #[derive(Debug)]
 pub struct RemoteRouter {

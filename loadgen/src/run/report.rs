@@ -10,38 +10,7 @@ use hdrhistogram::Histogram;
 use serde_json::{json, Value};
 
 use super::baseline::Baseline;
-use super::resources::Resources;
-
-/// One OS process of the run (the load generator, or a node process).
-#[derive(Clone, Debug, PartialEq)]
-pub struct ProcessFigures {
-    /// `loadgen` or `node-<id>`.
-    pub name: String,
-    /// CPU seconds used over the measured window.
-    pub cpu_seconds: f64,
-    /// Peak resident set size at the end of the run (VmHWM), bytes.
-    pub peak_rss_bytes: u64,
-}
-
-impl ProcessFigures {
-    /// Pairs readings by position: window start, window end, end of run.
-    pub fn between(
-        before: &[(String, Resources)],
-        after: &[(String, Resources)],
-        end: &[(String, Resources)],
-    ) -> Vec<ProcessFigures> {
-        before
-            .iter()
-            .zip(after)
-            .zip(end)
-            .map(|(((name, before), (_, after)), (_, end))| ProcessFigures {
-                name: name.clone(),
-                cpu_seconds: (after.cpu_seconds - before.cpu_seconds).max(0.0),
-                peak_rss_bytes: end.peak_rss_bytes.max(after.peak_rss_bytes),
-            })
-            .collect()
-    }
-}
+use super::resources::ProcessFigures;
 
 /// One node's counters over the measured window.
 #[derive(Clone, Debug, PartialEq)]

@@ -72,6 +72,37 @@ impl Resources {
     }
 }
 
+/// One OS process of the run (the load generator, or a node process).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ProcessFigures {
+    /// `loadgen` or `node-<id>`.
+    pub name: String,
+    /// CPU seconds used over the measured window.
+    pub cpu_seconds: f64,
+    /// Peak resident set size at the end of the run (VmHWM), bytes.
+    pub peak_rss_bytes: u64,
+}
+
+impl ProcessFigures {
+    /// Pairs readings by position: window start, window end, end of run.
+    pub fn between(
+        before: &[(String, Resources)],
+        after: &[(String, Resources)],
+        end: &[(String, Resources)],
+    ) -> Vec<ProcessFigures> {
+        before
+            .iter()
+            .zip(after)
+            .zip(end)
+            .map(|(((name, before), (_, after)), (_, end))| ProcessFigures {
+                name: name.clone(),
+                cpu_seconds: (after.cpu_seconds - before.cpu_seconds).max(0.0),
+                peak_rss_bytes: end.peak_rss_bytes.max(after.peak_rss_bytes),
+            })
+            .collect()
+    }
+}
+
 fn threads(process: &Path) -> BTreeMap<u64, (String, f64)> {
     let Ok(entries) = std::fs::read_dir(process.join("task")) else {
         return BTreeMap::new();
