@@ -51,6 +51,55 @@ pub enum NodeError {
     Stopped,
 }
 
+impl NodeError {
+    /// Whether the request may have taken effect although it failed, which
+    /// is what a client must know before it retries a write that is not
+    /// idempotent.
+    ///
+    /// `false`: the node refused the request before appending anything
+    /// ([`NodeError::NotLeader`], [`NodeError::Overloaded`],
+    /// [`NodeError::Invalid`], [`NodeError::ChangeInProgress`]); retrying
+    /// (at [`NodeError::leader_hint`]) cannot apply it twice. `true`: it
+    /// failed after it may have been appended or at a point the caller cannot
+    /// know ([`NodeError::ProposalDropped`], [`NodeError::Storage`],
+    /// [`NodeError::Stopped`], and [`NodeError::TransferTimedOut`], whose
+    /// transfer may still complete): find out before retrying.
+    ///
+    /// ```
+    /// use barge::core::NodeId;
+    /// use barge::node::NodeError;
+    ///
+    /// let refused = NodeError::NotLeader { leader_hint: Some(NodeId(2)) };
+    /// assert!(!refused.may_have_applied());
+    /// assert_eq!(refused.leader_hint(), Some(NodeId(2)));
+    /// assert!(NodeError::Stopped.may_have_applied());
+    /// ```
+    #[must_use]
+    pub fn may_have_applied(&self) -> bool {
+        match self {
+            NodeError::NotLeader { .. }
+            | NodeError::Overloaded
+            | NodeError::Invalid(_)
+            | NodeError::ChangeInProgress => false,
+            NodeError::ProposalDropped { .. }
+            | NodeError::TransferTimedOut { .. }
+            | NodeError::Storage(_)
+            | NodeError::Stopped => true,
+        }
+    }
+
+    /// The node that may be leader now, when the error names one
+    /// ([`NodeError::NotLeader`] and [`NodeError::ProposalDropped`]).
+    #[must_use]
+    pub fn leader_hint(&self) -> Option<NodeId> {
+        match self {
+            NodeError::NotLeader { leader_hint }
+            | NodeError::ProposalDropped { leader_hint, .. } => *leader_hint,
+            _ => None,
+        }
+    }
+}
+
 impl From<core::ProposeError> for NodeError {
     fn from(error: core::ProposeError) -> NodeError {
         match error {
@@ -133,4 +182,55 @@ pub enum StartError {
     /// A thread or runtime could not be created.
     #[error("runtime: {0}")]
     Runtime(std::io::Error),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_refusal_of_the_core_is_definitely_not_applied() {
+        let hint = Some(NodeId(3));
+        let proposals = [
+            core::ProposeError::NotLeader { leader_hint: hint },
+            core::ProposeError::Overloaded,
+            core::ProposeError::TooLarge {
+                entries: 1,
+                bytes: 1 << 30,
+            },
+            core::ProposeError::Empty,
+            core::ProposeError::TransferInProgress,
+        ];
+        let requests = [
+            core::RequestError::NotLeader { leader_hint: hint },
+            core::RequestError::Overloaded,
+            core::RequestError::ChangeInProgress,
+            core::RequestError::BadTransferTarget(NodeId(9)),
+            core::RequestError::ProposalOverloaded,
+        ];
+        let refusals = proposals.into_iter().map(NodeError::from);
+        for error in refusals.chain(requests.into_iter().map(NodeError::from)) {
+            assert!(!error.may_have_applied(), "{error}");
+        }
+        let not_leader = NodeError::from(core::RequestError::NotLeader { leader_hint: hint });
+        assert_eq!(not_leader.leader_hint(), hint);
+    }
+
+    #[test]
+    fn failures_after_submission_may_have_applied() {
+        let dropped = NodeError::ProposalDropped {
+            index: LogIndex(7),
+            leader_hint: Some(NodeId(2)),
+        };
+        assert!(dropped.may_have_applied());
+        assert_eq!(dropped.leader_hint(), Some(NodeId(2)));
+        for error in [
+            NodeError::Storage("fsync: EIO".to_owned()),
+            NodeError::Stopped,
+            NodeError::TransferTimedOut { target: NodeId(2) },
+        ] {
+            assert!(error.may_have_applied(), "{error}");
+            assert_eq!(error.leader_hint(), None);
+        }
+    }
 }

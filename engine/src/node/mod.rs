@@ -172,6 +172,8 @@ pub(crate) struct Shared {
     /// Set once `failed` holds an error: every request checks it, and a
     /// load is cheaper than taking the lock on each proposal.
     has_failed: AtomicBool,
+    /// Wakes [`Node::failed`] once `failed` is set.
+    failure_notify: Notify,
     commit_latency: Histogram,
     log_durable_latency: Histogram,
     proposals_committed: AtomicU64,
@@ -191,6 +193,7 @@ impl Shared {
             metrics: Mutex::new(None),
             failed: Mutex::new(None),
             has_failed: AtomicBool::new(false),
+            failure_notify: Notify::new(),
             commit_latency: Histogram::default(),
             log_durable_latency: Histogram::default(),
             proposals_committed: AtomicU64::new(0),
@@ -210,6 +213,7 @@ impl Shared {
         self.failed.lock().get_or_insert(error);
         // Release: a reader that sees the flag then finds the error.
         self.has_failed.store(true, Ordering::Release);
+        self.failure_notify.notify_waiters();
     }
 
     fn failure(&self) -> Option<NodeError> {
@@ -217,6 +221,19 @@ impl Shared {
             return None;
         }
         self.failed.lock().clone()
+    }
+
+    async fn failed(&self) -> NodeError {
+        loop {
+            let mut notified = std::pin::pin!(self.failure_notify.notified());
+            // Registered before the check: a failure set in between still
+            // wakes this waiter.
+            notified.as_mut().enable();
+            if let Some(error) = self.failure() {
+                return error;
+            }
+            notified.await;
+        }
     }
 
     fn publish(&self, core: &Raft, wal: Option<&Wal>, transport: &QuicTransport, force: bool) {
@@ -601,6 +618,17 @@ impl Node {
         self.shared.failure()
     }
 
+    /// Resolves with the failure that stops the node (as [`Node::failure`]
+    /// returns it) once there is one: a program can wait for it beside its
+    /// other work instead of polling. Never resolves for a node that runs
+    /// and stops without failing ([`Node::shutdown`] is not a failure).
+    ///
+    /// # Cancel safety
+    /// Cancel safe: it only observes.
+    pub async fn failed(&self) -> NodeError {
+        self.shared.failed().await
+    }
+
     /// Stops the node: pending requests fail with [`NodeError::Stopped`],
     /// the log is synced and closed, connections are closed, threads joined.
     /// Takes `&self` so a node shared behind an `Arc` can be stopped while
@@ -753,5 +781,33 @@ fn wire_limits(config: &NodeConfig) -> WireLimits {
         batch,
         snapshot_chunk_bytes_max: u32::try_from(config.raft.snapshot_chunk_bytes)
             .unwrap_or(u32::MAX),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn failed_resolves_with_the_first_failure_set_before_or_while_waiting() {
+        let shared = Arc::new(Shared::new(NodeId(1)));
+        let waiter = tokio::spawn({
+            let shared = Arc::clone(&shared);
+            async move { shared.failed().await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished(), "no failure yet");
+        shared.set_failed(NodeError::Storage("fsync: EIO".to_owned()));
+        shared.set_failed(NodeError::Stopped);
+        let error = tokio::time::timeout(Duration::from_secs(10), waiter)
+            .await
+            .expect("woken by the failure")
+            .expect("the waiter does not panic");
+        assert_eq!(error, NodeError::Storage("fsync: EIO".to_owned()));
+        // A failure set before the wait resolves it at once.
+        let again = tokio::time::timeout(Duration::from_secs(10), shared.failed()).await;
+        assert_eq!(again, Ok(NodeError::Storage("fsync: EIO".to_owned())));
     }
 }
