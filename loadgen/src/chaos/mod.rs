@@ -109,7 +109,7 @@ pub fn main(parser: lexopt::Parser) -> Result<i32> {
         .build()
         .context("building the Tokio runtime")?;
     // Interrupted, the experiment is dropped: its guard kills every node.
-    let report = runtime.block_on(async {
+    let mut report = runtime.block_on(async {
         let mut terminate =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
                 .context("registering for SIGTERM")?;
@@ -120,6 +120,9 @@ pub fn main(parser: lexopt::Parser) -> Result<i32> {
         }
     })?;
     let outcome = report.outcome();
+    if temporary.is_some() && outcome == Outcome3::Pass {
+        report.run_dir.push_str(" (removed: the run passed)");
+    }
     if options.json {
         println!("{}", report.to_json());
     } else {
@@ -255,6 +258,7 @@ pub async fn run(options: &Options, dir: &Path, program: &Path) -> Result<Report
         .collect();
     stop_monitor.store(true, Ordering::Relaxed);
     let leaders = monitor.await.unwrap_or_default();
+    let proxy = cluster.proxy.stats();
     // Stop the nodes before the (CPU-heavy) check.
     drop(cluster);
 
@@ -286,6 +290,7 @@ pub async fn run(options: &Options, dir: &Path, program: &Path) -> Result<Report
         recovery_ms,
         unrecovered,
         unavailable_ms,
+        proxy,
         statuses,
         converged,
         run_dir: PathBuf::from(dir).display().to_string(),

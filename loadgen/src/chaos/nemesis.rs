@@ -240,7 +240,7 @@ impl<'a> Nemesis<'a> {
     }
 
     async fn follower(&mut self) -> Result<u64> {
-        let leader = self.cluster.leader().await.context("no leader")?;
+        let leader = self.cluster.wait_for_leader(COMMAND_TIMEOUT).await?;
         let followers: Vec<u64> = self
             .cluster
             .running()
@@ -387,6 +387,7 @@ impl<'a> Nemesis<'a> {
 
     /// The voters the leader reports.
     async fn voters(&self) -> Result<Vec<u64>> {
+        self.cluster.wait_for_leader(COMMAND_TIMEOUT).await?;
         let statuses = self.cluster.statuses().await;
         let leader = leader_of(&statuses).context("no leader")?;
         Ok(statuses[&leader].voters.clone())

@@ -176,6 +176,8 @@ pub struct Report {
     pub unrecovered: usize,
     /// Per fault: the longest stretch without an acknowledged write.
     pub unavailable_ms: Vec<f64>,
+    /// What the fault proxy did with the nodes' datagrams.
+    pub proxy: crate::proxy::ProxyStats,
     /// Final `STATUS` of every node (absent: it did not answer).
     pub statuses: BTreeMap<u64, Option<Status>>,
     pub converged: bool,
@@ -301,6 +303,16 @@ impl Report {
                 "max": quantile(&self.unavailable_ms, 1.0),
                 "count": self.unavailable_ms.len(),
             },
+            "proxy": {
+                "forwarded": self.proxy.forwarded,
+                "dropped_blocked": self.proxy.dropped_blocked,
+                "dropped_loss": self.proxy.dropped_loss,
+                "duplicated": self.proxy.duplicated,
+                "delayed": self.proxy.delayed,
+                "dropped_overflow": self.proxy.dropped_overflow,
+                "dropped_unknown": self.proxy.dropped_unknown,
+                "io_errors": self.proxy.io_errors,
+            },
             "converged": self.converged,
             "nodes_agree": self.nodes_agree(),
             "node_status": nodes,
@@ -339,6 +351,12 @@ impl Report {
             c.attempted, c.acknowledged, c.failed, c.indeterminate, c.redirects
         );
         let _ = writeln!(out, "  leader changes    {}", self.leader_changes);
+        let p = &self.proxy;
+        let _ = writeln!(
+            out,
+            "  proxy datagrams   {} forwarded, {} blocked, {} lost, {} duplicated, {} delayed",
+            p.forwarded, p.dropped_blocked, p.dropped_loss, p.duplicated, p.delayed
+        );
         let _ = writeln!(
             out,
             "  recovery          p50 {}, max {} over {} heals ({} without a write before the next fault)",
