@@ -299,30 +299,41 @@ async fn watch_parent(enabled: bool) {
     }
 }
 
-/// What the reader hands the writer: the answers to one batch (holding its
-/// in-flight permits until written, so the queue is bounded by them).
+/// What the reader hands the writer. Every answer but the last holds
+/// in-flight permits until it is written, so the queue is bounded by them
+/// even when a client sends without reading.
 #[derive(Debug)]
 enum Answer {
+    /// The answers to one batch of proposals.
     Proposals {
         ids: Vec<u64>,
         result: Result<Vec<Bytes>, NodeError>,
         _permits: OwnedSemaphorePermit,
     },
-    Stats {
+    /// A stats answer, or the refusal of one bad request.
+    Immediate {
         id: u64,
+        status: u8,
         body: Vec<u8>,
+        _permit: OwnedSemaphorePermit,
     },
-    Failure {
-        id: u64,
-        message: String,
-    },
+    /// The stream cannot be trusted any more: say why, then close.
+    Closing { message: String },
+}
+
+/// Waits for one in-flight permit, for an answer made at once.
+async fn permit(inflight: &Arc<Semaphore>) -> Result<OwnedSemaphorePermit> {
+    Arc::clone(inflight)
+        .acquire_owned()
+        .await
+        .context("the in-flight semaphore closed")
 }
 
 async fn serve_connection(server: Arc<Server>, stream: TcpStream) -> Result<()> {
     stream.set_nodelay(true).context("TCP_NODELAY")?;
     let (reader, writer) = stream.into_split();
-    // Unbounded in type only: each queued proposal answer holds permits of
-    // `inflight`, and stats answers are produced one per frame read.
+    // Unbounded in type only: every queued answer but the closing one holds
+    // permits of the connection's in-flight semaphore.
     let (answers, queue) = mpsc::unbounded_channel();
     let written = tokio::spawn(write_answers(Arc::clone(&server), writer, queue));
     let read = read_requests(&server, reader, answers).await;
@@ -352,15 +363,19 @@ async fn read_requests(
                 Err(error) => {
                     batch.submit(server, &inflight, &answers).await?;
                     let message = format!("{error:#}");
-                    let _ = answers.send(Answer::Failure { id: 0, message });
+                    let _ = answers.send(Answer::Closing { message });
                     return Err(error);
                 }
             };
             let Frame { id, code, body } = frame;
             match code {
                 protocol::KIND_PROPOSE if body.is_empty() => {
-                    let message = "empty proposal".to_owned();
-                    let _ = answers.send(Answer::Failure { id, message });
+                    let _ = answers.send(Answer::Immediate {
+                        id,
+                        status: protocol::STATUS_FAILURE,
+                        body: b"empty proposal".to_vec(),
+                        _permit: permit(&inflight).await?,
+                    });
                 }
                 protocol::KIND_PROPOSE => {
                     let bytes = ENTRY_OVERHEAD_BYTES + body.len();
@@ -372,12 +387,23 @@ async fn read_requests(
                     batch.push(id, body, bytes);
                 }
                 protocol::KIND_STATS => {
+                    let _permit = permit(&inflight).await?;
                     let body = protocol::encode_stats(&server.node.metrics());
-                    let _ = answers.send(Answer::Stats { id, body });
+                    let status = protocol::STATUS_OK;
+                    let _ = answers.send(Answer::Immediate {
+                        id,
+                        status,
+                        body,
+                        _permit,
+                    });
                 }
                 other => {
-                    let message = format!("unknown request kind {other}");
-                    let _ = answers.send(Answer::Failure { id, message });
+                    let _ = answers.send(Answer::Immediate {
+                        id,
+                        status: protocol::STATUS_FAILURE,
+                        body: format!("unknown request kind {other}").into_bytes(),
+                        _permit: permit(&inflight).await?,
+                    });
                 }
             }
         }
@@ -451,7 +477,7 @@ async fn write_answers(
     while let Some(answer) = queue.recv().await {
         let mut next = Some(answer);
         while let Some(answer) = next.take() {
-            let closing = matches!(answer, Answer::Failure { id: 0, .. });
+            let closing = matches!(answer, Answer::Closing { .. });
             encode_answer(&server.clients, &mut out, answer);
             if closing {
                 writer.write_all(&out).await.context("writing")?;
@@ -469,9 +495,11 @@ async fn write_answers(
 
 fn encode_answer(clients: &BTreeMap<NodeId, String>, out: &mut BytesMut, answer: Answer) {
     match answer {
-        Answer::Stats { id, body } => protocol::encode(out, id, protocol::STATUS_OK, &body),
-        Answer::Failure { id, message } => {
-            protocol::encode(out, id, protocol::STATUS_FAILURE, message.as_bytes());
+        Answer::Immediate {
+            id, status, body, ..
+        } => protocol::encode(out, id, status, &body),
+        Answer::Closing { message } => {
+            protocol::encode(out, 0, protocol::STATUS_FAILURE, message.as_bytes());
         }
         Answer::Proposals {
             ids,
