@@ -3,7 +3,9 @@
 //! Clusters of 3 and 5 cores, each with an in-memory log whose unsynced
 //! writes vanish on crash, talk over a simulated network that drops, delays,
 //! duplicates and reorders messages and partitions nodes, while a nemesis
-//! crashes and restarts nodes, skews their clocks, changes membership,
+//! crashes and restarts nodes (sometimes finding a stretch of the durable
+//! log damaged at restart: the node cuts it back and repairs it from the
+//! leader under a repair floor), skews their clocks, changes membership,
 //! transfers leadership and forces snapshots, and clients propose and read.
 //! Checkers named after the Raft properties (see `sim/checkers/`) run after
 //! every input; at the end faults stop and liveness is checked.
@@ -59,6 +61,16 @@ fn hostile() {
     run_seeds(
         &Plan::from_env("hostile", 5 << 40, 4_000, STEPS_DEFAULT),
         &Scenario::hostile,
+    );
+}
+
+/// The hostile schedule with most single-node crashes damaging the log:
+/// repair under elections that overlap half-replicated entries.
+#[test]
+fn damaged_logs() {
+    run_seeds(
+        &Plan::from_env("damaged_logs", 6 << 40, 300, STEPS_DEFAULT),
+        &Scenario::damage,
     );
 }
 

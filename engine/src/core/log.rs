@@ -62,6 +62,16 @@ impl RaftLog {
         self.bytes
     }
 
+    /// Bytes of the batches that end at or before `index` (the prefix a
+    /// leader holds back below its snapshot).
+    pub(crate) fn bytes_through(&self, index: LogIndex) -> u64 {
+        self.batches
+            .iter()
+            .take_while(|batch| batch.last() <= index)
+            .map(Batch::size_bytes)
+            .sum()
+    }
+
     /// Position of the batch holding `index`.
     fn position(&self, index: LogIndex) -> Option<usize> {
         if index <= self.prev.index || index > self.last().index {

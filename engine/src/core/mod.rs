@@ -11,7 +11,13 @@
 //! [`Raft::new`].
 //!
 //! Order of calls:
-//! 1. Recover [`Persisted`] state from disk and call [`Raft::new`].
+//! 1. Recover [`Persisted`] state from disk and call [`Raft::new`]. If the
+//!    log was damaged, cut it back to its intact prefix, and pass the last
+//!    entry id it held as [`Persisted::lost`] (persist that floor first, and
+//!    drop your copy once [`Raft::repair_floor`] returns `None`): the node
+//!    then refetches the lost entries from the leader and meanwhile neither
+//!    campaigns nor votes for a candidate missing them (protocol-aware
+//!    recovery, after PAR, FAST 2018).
 //! 2. Loop: feed whatever happened (ticks, peer messages, proposals, disk
 //!    completions, state-machine progress) through `handle_*`, then drain
 //!    [`Raft::poll_action`] until `None` and carry the actions out:
@@ -45,8 +51,10 @@
 //! # Invariants
 //!
 //! `applied <= committed <= last index`, the commit index never decreases,
-//! `durable <= written`, and one leader per term as far as one node sees:
-//! checked after every input; a violation panics naming node and term.
+//! `durable <= written`, one leader per term as far as one node sees, and a
+//! repair floor only while the durable log is short of it and the node
+//! follows: checked after every input; a violation panics naming node and
+//! term.
 //!
 //! # Example
 //!

@@ -80,7 +80,9 @@ pub(crate) struct LeaderState {
 /// (reference-counted, shared with the WAL and the wire) and asks for a
 /// snapshot when that log exceeds `snapshot_log_entries_threshold` entries
 /// or `snapshot_log_bytes_threshold` bytes. The leader also keeps the
-/// latest snapshot's bytes to stream to lagging followers.
+/// latest snapshot's bytes to stream to lagging followers, and may hold
+/// back up to `snapshot_log_bytes_threshold` bytes of entries below its
+/// snapshot for followers that still need them.
 #[derive(Debug)]
 pub struct Raft {
     pub(crate) id: NodeId,

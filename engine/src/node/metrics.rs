@@ -150,7 +150,8 @@ pub struct Metrics {
     pub snapshots_installed: u64,
     /// While this node refetches log entries it lost to damage: the index of
     /// its repair floor (it neither campaigns nor votes for candidates
-    /// behind it); 0 otherwise. Pending with no leader known on every node
+    /// behind it; `u64::MAX` when the damage hid the last index); 0
+    /// otherwise. Pending with no leader known on every node
     /// means every copy of some entry was damaged: the cluster has stopped
     /// rather than lose it.
     pub repair_pending: u64,
@@ -198,6 +199,41 @@ impl Metrics {
             frames_rejected: 0,
             transport: CounterSnapshot::default(),
         }
+    }
+
+    /// The node's place in the cluster on one line of `name=value` words,
+    /// for logs and status commands:
+    /// `id=2 leader=1 term=3 commit=40 applied=39 voters=1,2,3 learners=-`
+    /// (`leader=0`: none known; `voters`: the newest configuration's, also
+    /// while joint; `-`: an empty list).
+    ///
+    /// ```
+    /// use barge::core::NodeId;
+    /// use barge::node::Metrics;
+    ///
+    /// let summary = Metrics::empty(NodeId(4)).summary();
+    /// assert_eq!(summary, "id=4 leader=0 term=0 commit=0 applied=0 voters=- learners=-");
+    /// ```
+    #[must_use]
+    pub fn summary(&self) -> String {
+        let list = |ids: &std::collections::BTreeSet<NodeId>| {
+            let ids: Vec<String> = ids.iter().map(|id| id.0.to_string()).collect();
+            if ids.is_empty() {
+                "-".to_owned()
+            } else {
+                ids.join(",")
+            }
+        };
+        format!(
+            "id={} leader={} term={} commit={} applied={} voters={} learners={}",
+            self.id.0,
+            self.leader.map_or(0, |leader| leader.0),
+            self.term.0,
+            self.commit_index.0,
+            self.applied_index.0,
+            list(&self.membership.voters),
+            list(&self.membership.learners),
+        )
     }
 
     /// Prometheus text exposition format (version 0.0.4).
@@ -393,6 +429,20 @@ fn histogram(out: &mut String, id: u64, name: &str, help: &str, snapshot: &Histo
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn summary_names_the_leader_and_the_members() {
+        let mut metrics = Metrics::empty(NodeId(2));
+        metrics.leader = Some(NodeId(1));
+        (metrics.term, metrics.commit_index) = (Term(3), LogIndex(40));
+        metrics.applied_index = LogIndex(39);
+        metrics.membership.voters = [1, 2, 3].map(NodeId).into();
+        metrics.membership.learners = [5].map(NodeId).into();
+        assert_eq!(
+            metrics.summary(),
+            "id=2 leader=1 term=3 commit=40 applied=39 voters=1,2,3 learners=5"
+        );
+    }
 
     #[test]
     fn histogram_quantiles_use_bucket_bounds() {

@@ -74,8 +74,11 @@
 //! The floor only ever moves up while the file exists, and the file outlives
 //! the truncation, so no crash lets the node forget what it acknowledged.
 //! The file is removed at open when the recovered log already reaches the
-//! floor, or by [`clear_repair_floor`] once the core reports the floor
-//! cleared (the core clears it only on durable state).
+//! floor; the driver may remove it earlier with [`clear_repair_floor`] once
+//! the core reports the floor cleared (the core clears it only on durable
+//! state). A file left behind costs liveness only: at the next open it is
+//! dropped, or (if the log has since been cut below it) it holds the node
+//! back from campaigning until the leader's log passes it again.
 //!
 //! | offset | size | field                     |
 //! |--------|------|---------------------------|

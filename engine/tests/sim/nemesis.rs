@@ -1,7 +1,8 @@
 //! The nemesis: the fault schedule. Every so often it picks one fault from
 //! the scenario's repertoire: partitions (symmetric minority/majority
 //! splits, isolating the leader, one-way cuts, flapping links), crashes
-//! (any node, the leader, or everyone at once) with a later restart, clock
+//! (any node, the leader, or everyone at once; a single node's crash may
+//! damage its durable log suffix) with a later restart, clock
 //! skew changes, lossier or calmer network, membership changes and
 //! leadership transfers (issued while other faults are in force).
 
