@@ -8,43 +8,33 @@
 //!    --data-dir /tmp/kv1 --certs /tmp/kv-certs          # and likewise --id 2, --id 3
 //! ```
 //!
-//! Requests (see USAGE) and answers: `PUT k v` → `OK`; `GET k` → `OK v` |
-//! `NONE` (linearizable: `read_index`, then the local map); `CAS k old new`
-//! → `OK` | `MISMATCH`; `DEL k` → `OK 1` | `OK 0`; `STATUS` → `OK id= leader=
-//! term= commit= applied= voters= learners= state= log=` (FNV-1a of the map
-//! and of every applied entry); `LEARNER id`, `VOTERS a,b,c` → `OK`.
-//!
-//! Failures say whether a write may have happened. `REDIRECT addr`, `FAIL
-//! reason`: not applied (`NotLeader`, `Overloaded`, `Invalid` and
-//! `ChangeInProgress` refuse a request before anything is appended; a failed
-//! node is not asked). `MAYBE reason`: unknown (`ProposalDropped` comes after
-//! an append; `Storage` and `Stopped` fail appended proposals too; timeouts).
-//! A fatal node error (a poisoned log under `--disk-faults`, a refused start)
-//! is printed and exits the process with status 3; SIGTERM and SIGINT stop
-//! it gracefully.
+//! Requests and answers: `PUT k v` → `OK`; `GET k` → `OK v` | `NONE`
+//! (linearizable: `read_index`, then the local map); `CAS k old new` → `OK` |
+//! `MISMATCH`; `DEL k` → `OK 1` | `OK 0`; `STATUS` → `OK` and the node's
+//! [`Metrics::summary`], `state=` and `log=` (FNV-1a of the map and of every
+//! applied entry); `LEARNER id`, `VOTERS a,b,c` → `OK`. Failures say whether
+//! a write may have happened ([`NodeError::may_have_applied`]): not after
+//! `REDIRECT addr` or `FAIL reason` (a failed node is not asked), perhaps
+//! after `MAYBE reason` or a timeout. A fatal node error (a poisoned log
+//! under `--disk-faults`, a refused start) is printed and exits the process
+//! with status 3; SIGTERM and SIGINT stop it gracefully.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::fmt::Write as _;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use barge::core::{Entry, NodeId};
-use barge::node::{Node, NodeConfig, NodeError, StateMachine};
-use barge_wal::Backend;
+use barge::core::{Entry, LogIndex, NodeId};
+use barge::node::{Metrics, Node, NodeConfig, NodeError, StateMachine};
 use bytes::Bytes;
 use parking_lot::Mutex;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::signal::unix::{signal, SignalKind};
 
-const USAGE: &str = "usage: kv --id N --peers ID=HOST:PORT,.. --clients ID=HOST:PORT,.. \
---data-dir DIR --certs DIR [--listen HOST:PORT] [--start new|existing|join] [--disk-faults SPEC]
-  --peers: QUIC addresses other nodes dial; --listen: where this node binds (default: --peers)
-  --clients: TCP client addresses; --certs: from `barge-loadgen certs`; --data-dir: log, snapshots
-  --start: new (default) | existing (refuses an empty directory) | join (a node added later)
-  --disk-faults: comma-separated fsync-eio-after=N|write-eio-after=N|enospc-after=N|read-eio-after=N
-Requests: PUT k v | GET k | CAS k old new | DEL k | STATUS | LEARNER id | VOTERS a,b,c";
+const USAGE: &str = "usage: kv --clients ID=HOST:PORT,.. (TCP client addresses) and node flags:";
+const REQUESTS: &str = "requests: PUT k v | GET k | CAS k old new | DEL k | STATUS | LEARNER id \
+| VOTERS a,b,c";
 const KEY_BYTES_MAX: usize = 256;
 const VALUE_BYTES_MAX: usize = 4096;
 const LINE_BYTES_MAX: usize = 2 * VALUE_BYTES_MAX + KEY_BYTES_MAX + 16;
@@ -93,25 +83,14 @@ impl StateMachine for Kv {
         }
     }
     fn snapshot(&mut self) -> Result<Bytes, String> {
-        let kv = self.0.lock();
-        let mut text = format!("{} {}\n", kv.log, kv.applied);
-        for (key, value) in &kv.map {
-            let _ = writeln!(text, "{key} {value}"); // writing to a String cannot fail
-        }
-        Ok(text.into())
+        let kv = &*self.0.lock();
+        let snapshot = serde_json::to_vec(&(kv.log, kv.applied, &kv.map));
+        Ok(snapshot.map_err(|error| error.to_string())?.into())
     }
     fn restore(&mut self, snapshot: Bytes) -> Result<(), String> {
-        let text = std::str::from_utf8(&snapshot).map_err(|error| error.to_string())?;
-        let mut lines = text
-            .lines()
-            .map(|line| line.split_once(' ').ok_or("bad line"));
-        let (log, applied) = lines.next().ok_or("empty snapshot")??;
-        let pairs = lines.map(|pair| pair.map(|(key, value)| (key.into(), value.into())));
-        *self.0.lock() = State {
-            map: pairs.collect::<Result<_, _>>()?,
-            log: log.parse().map_err(|_| "bad log hash")?,
-            applied: applied.parse().map_err(|_| "bad applied index")?,
-        };
+        let (log, applied, map) =
+            serde_json::from_slice(&snapshot).map_err(|error| error.to_string())?;
+        *self.0.lock() = State { map, log, applied };
         Ok(())
     }
 }
@@ -126,8 +105,9 @@ struct Server {
 }
 
 impl Server {
+    /// The answer to one request, or the error that stands for it.
     async fn answer(&self, words: &[&str]) -> Result<String, NodeError> {
-        let ids = words.get(1).map_or("", |ids| ids).split(',');
+        let ids = words.get(1).unwrap_or(&"").split(',');
         let ids: Option<BTreeSet<_>> = ids.map(|id| id.parse().map(NodeId).ok()).collect();
         let ids = ids.filter(|ids| !ids.is_empty() && ids.is_subset(&self.members));
         Ok(match (words, ids) {
@@ -151,43 +131,9 @@ impl Server {
                 self.node.change_membership(voters, learners).await?;
                 "OK".into()
             }
-            (["STATUS"], _) => self.status(),
-            _ => format!(
-                "FAIL invalid request; {}",
-                USAGE.lines().last().unwrap_or_default()
-            ),
+            (["STATUS"], _) => status(self.node.metrics(), &self.kv.lock()),
+            _ => format!("FAIL invalid request; {REQUESTS}"),
         })
-    }
-
-    /// Metrics are read first: they lag the map, so the larger applied
-    /// index is one the map reflects exactly (entries after the last one
-    /// `apply` saw are the engine's no-ops and configurations).
-    fn status(&self) -> String {
-        let metrics = self.node.metrics();
-        let kv = self.kv.lock();
-        let pairs = kv
-            .map
-            .iter()
-            .flat_map(|(k, v)| [k.as_bytes(), b" ", v.as_bytes(), b"\n"]);
-        let state = pairs.fold(0xcbf2_9ce4_8422_2325, fnv);
-        let list = |ids: &BTreeSet<NodeId>| {
-            let ids: Vec<String> = ids.iter().map(|id| id.0.to_string()).collect();
-            Some(ids.join(","))
-                .filter(|list| !list.is_empty())
-                .unwrap_or("-".into())
-        };
-        let membership = &metrics.membership;
-        let (voters, learners) = (list(&membership.voters), list(&membership.learners));
-        let leader = metrics.leader.map_or(0, |id| id.0);
-        let applied = kv.applied.max(metrics.applied_index.0);
-        format!(
-            "OK id={} leader={leader} term={} commit={} applied={applied} voters={voters} \
-             learners={learners} state={state:016x} log={:016x}",
-            metrics.id.0,
-            metrics.term.0,
-            metrics.commit_index.0.max(applied),
-            kv.log,
-        )
     }
 
     async fn reply(&self, text: &str) -> String {
@@ -202,24 +148,14 @@ impl Server {
         if let Some(error) = self.node.failure().filter(|_| words != ["STATUS"]) {
             return format!("FAIL node stopped: {error}");
         }
-        let answer = tokio::time::timeout(REQUEST_TIMEOUT, self.answer(&words)).await;
-        let Ok(answer) = answer else {
-            return format!("MAYBE no outcome within {REQUEST_TIMEOUT:?}");
-        };
-        match answer {
-            Ok(answer) => answer,
-            Err(NodeError::NotLeader {
-                leader_hint: Some(leader),
-            }) if self.clients.contains_key(&leader) => {
-                format!("REDIRECT {}", self.clients[&leader])
-            }
-            Err(error @ (NodeError::NotLeader { .. } | NodeError::Overloaded)) => {
-                format!("FAIL {error}")
-            }
-            Err(error @ (NodeError::Invalid(_) | NodeError::ChangeInProgress)) => {
-                format!("FAIL {error}")
-            }
-            Err(error) => format!("MAYBE {error}"),
+        match tokio::time::timeout(REQUEST_TIMEOUT, self.answer(&words)).await {
+            Err(_) => format!("MAYBE no outcome within {REQUEST_TIMEOUT:?}"),
+            Ok(Ok(answer)) => answer,
+            Ok(Err(error)) if error.may_have_applied() => format!("MAYBE {error}"),
+            Ok(Err(error)) => match error.leader_hint().and_then(|id| self.clients.get(&id)) {
+                Some(leader) => format!("REDIRECT {leader}"),
+                None => format!("FAIL {error}"),
+            },
         }
     }
 
@@ -246,6 +182,17 @@ impl Server {
     }
 }
 
+/// `metrics` are read before the map: they lag it, so the larger applied
+/// index is one the map reflects exactly (entries after the last one `apply`
+/// saw are the engine's no-ops and configurations).
+fn status(mut metrics: Metrics, kv: &State) -> String {
+    metrics.applied_index = metrics.applied_index.max(LogIndex(kv.applied));
+    metrics.commit_index = metrics.commit_index.max(metrics.applied_index);
+    let map = serde_json::to_vec(&kv.map).unwrap_or_default(); // strings: cannot fail
+    let (state, log) = (fnv(0xcbf2_9ce4_8422_2325, &map), kv.log);
+    format!("OK {} state={state:016x} log={log:016x}", metrics.summary())
+}
+
 /// The node failed (or could not start on its data directory): say why
 /// and exit with status 3, which the chaos tool reads as a fail-stop.
 fn fail_stop(id: NodeId, error: &dyn std::fmt::Display) -> ! {
@@ -261,33 +208,20 @@ async fn main() -> Result<()> {
 /// The whole program, from its arguments (the tests run it this way). Exits
 /// the process with status 3 when the node fails or refuses to start.
 pub async fn run(args: Vec<String>) -> Result<()> {
+    let usage = format!("{USAGE}\n{}\n{REQUESTS}", NodeConfig::FLAGS_USAGE);
     if args.is_empty() || args.iter().any(|arg| arg == "--help" || arg == "-h") {
-        println!("{USAGE}");
+        println!("{usage}");
         return Ok(());
     }
-    anyhow::ensure!(args.len() % 2 == 0, "every flag takes one value\n{USAGE}");
-    let mut flags: HashMap<&str, &str> = args.chunks(2).map(|f| (&*f[0], &*f[1])).collect();
-    let mut flag = |name| flags.remove(name).context(format!("{name} is required"));
-    let id = NodeId(flag("--id")?.parse().context("--id")?);
-    let mut peers = NodeConfig::parse_addresses(flag("--peers")?).context("--peers")?;
-    let clients = NodeConfig::parse_addresses(flag("--clients")?).context("--clients")?;
-    let (data_dir, certs) = (flag("--data-dir")?.into(), flag("--certs")?.to_owned());
-    let start = flag("--start").unwrap_or("new").parse()?;
-    let members = peers.keys().copied().collect();
-    let own = peers
-        .remove(&id)
-        .context("--peers has no address for this node")?;
-    let listen = flag("--listen")
-        .map_or(Ok(own), str::parse)
-        .context("--listen")?;
-    let faults = flag("--disk-faults").ok().map(str::parse).transpose();
-    let faults = faults.context("--disk-faults")?;
-    anyhow::ensure!(flags.is_empty(), "unknown flags {flags:?}\n{USAGE}");
+    anyhow::ensure!(args.len() % 2 == 0, "every flag takes one value\n{usage}");
+    let mut flags: BTreeMap<&str, &str> = args.chunks(2).map(|f| (&*f[0], &*f[1])).collect();
+    let clients = flags.remove("--clients").context("--clients is required")?;
+    let clients = NodeConfig::parse_addresses(clients).context("--clients")?;
+    let config = NodeConfig::from_flags(&mut flags)?;
+    anyhow::ensure!(flags.is_empty(), "unknown flags {flags:?}\n{usage}");
+    let (id, members) = (config.id, config.initial_voters.clone());
     let client = clients.get(&id).copied();
     let client = client.context("--clients has no address for this node")?;
-    let mut config = NodeConfig::from_certificates(id, listen, peers, data_dir, certs.as_ref())?;
-    config.start = start;
-    config.log.backend = faults.map_or(config.log.backend, Backend::FaultyBlocking);
     // Registered first: a SIGTERM while starting still ends in a clean stop.
     let mut terminate = signal(SignalKind::terminate())?;
     let kv = Arc::default();
@@ -299,19 +233,15 @@ pub async fn run(args: Vec<String>) -> Result<()> {
         clients,
         members,
     });
-    let listener = tokio::net::TcpListener::bind(client)
-        .await
-        .context("binding --clients")?;
+    let listener = tokio::net::TcpListener::bind(client).await;
+    let listener = listener.context("binding --clients")?;
     let mut connections = tokio::task::JoinSet::new();
-    let mut health = tokio::time::interval(Duration::from_millis(50));
     println!("kv node {id} serving clients on {client}");
     loop {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => break,
             _ = terminate.recv() => break,
-            _ = health.tick() => if let Some(error) = server.node.failure() {
-                fail_stop(id, &error);
-            },
+            error = server.node.failed() => fail_stop(id, &error),
             Some(_) = connections.join_next() => {}
             Ok((mut stream, _)) = listener.accept() => {
                 if connections.len() >= CONNECTIONS_MAX {

@@ -325,7 +325,7 @@ fn kv_snapshots_carry_the_log_hash() {
     assert_ne!(first.log, 0);
     let bad = kv::Kv(Default::default()).restore(snapshot.slice(..snapshot.len() - 3));
     assert!(bad.is_err(), "a cut snapshot restored");
-    for broken in ["", "12 x\n", "12 3\nnospace\n"] {
+    for broken in ["", "12 x\n", "[1, 2]", "[1, -2, {}]", "[1, 2, {\"k\": 3}]"] {
         let restored = kv::Kv(Default::default()).restore(broken.into());
         assert!(restored.is_err(), "{broken:?} restored");
     }

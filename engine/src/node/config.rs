@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use barge_net::{ClusterId, NodeIdentity, PeerId, TlsError};
-use barge_wal::Backend;
+use barge_wal::{Backend, Faults};
 
 use crate::core::{self, NodeId};
 
@@ -222,6 +222,80 @@ impl NodeConfig {
         Ok(addresses)
     }
 
+    /// The command-line flags [`NodeConfig::from_flags`] reads, as usage
+    /// lines for a program's help text.
+    pub const FLAGS_USAGE: &'static str = "\
+  --id N: this node; --data-dir DIR: its log, snapshots and identity file
+  --peers ID=HOST:PORT,..: where every node, this one included, is dialled (QUIC)
+  --listen HOST:PORT: where this node binds (default: its own --peers entry)
+  --certs DIR: from `barge-loadgen certs` (cluster id, CA, node certificates)
+  --start new|existing|join: new (default), existing (refuses an empty data
+    directory) or join (a node added to a running cluster later)
+  --disk-faults SPEC: run the log on barge-wal's fault-injecting backend, SPEC
+    being comma-separated fsync-eio-after=N|write-eio-after=N|enospc-after=N|read-eio-after=N";
+
+    /// A configuration from command-line flags, for programs that run one
+    /// node per process: `--id`, `--peers`, `--data-dir` and `--certs` are
+    /// required; `--listen`, `--start` and `--disk-faults` are optional (see
+    /// [`NodeConfig::FLAGS_USAGE`]). `flags` maps each flag, dashes
+    /// included, to its value; the flags read are removed from it, so what is
+    /// left is the program's own (or unknown). `--peers` names this node too,
+    /// and [`NodeConfig::initial_voters`] is every node it names.
+    ///
+    /// ```no_run
+    /// use std::collections::BTreeMap;
+    /// use barge::node::NodeConfig;
+    ///
+    /// let mut flags = BTreeMap::from([
+    ///     ("--id", "1"),
+    ///     ("--peers", "1=127.0.0.1:7001,2=127.0.0.1:7002,3=127.0.0.1:7003"),
+    ///     ("--data-dir", "/tmp/node1"),
+    ///     ("--certs", "/tmp/certs"),
+    ///     ("--clients", "8001"),
+    /// ]);
+    /// let config = NodeConfig::from_flags(&mut flags)?;
+    /// assert_eq!(config.peers.len(), 2);
+    /// assert_eq!(flags, BTreeMap::from([("--clients", "8001")]));
+    /// # Ok::<(), barge::node::ConfigError>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`ConfigError::Flag`] naming a missing flag or a bad value, and the
+    /// errors of [`NodeConfig::from_certificates`].
+    pub fn from_flags(flags: &mut BTreeMap<&str, &str>) -> Result<NodeConfig, ConfigError> {
+        let mut required = |flag: &'static str| {
+            flags.remove(flag).ok_or_else(|| ConfigError::Flag {
+                flag,
+                reason: "required".to_owned(),
+            })
+        };
+        let (id, peers) = (required("--id")?, required("--peers")?);
+        let (data_dir, certs) = (required("--data-dir")?, required("--certs")?);
+        let (listen, start) = (flags.remove("--listen"), flags.remove("--start"));
+        let faults = flags.remove("--disk-faults");
+        let bad = |flag, reason: &dyn std::fmt::Display| ConfigError::Flag {
+            flag,
+            reason: reason.to_string(),
+        };
+        let id = NodeId(id.parse().map_err(|error| bad("--id", &error))?);
+        let mut peers =
+            NodeConfig::parse_addresses(peers).map_err(|error| bad("--peers", &error))?;
+        let own = peers
+            .remove(&id)
+            .ok_or_else(|| bad("--peers", &format!("no address for this node ({id})")))?;
+        let listen = listen.map_or(Ok(own), str::parse);
+        let listen = listen.map_err(|error| bad("--listen", &error))?;
+        let (data_dir, certs) = (PathBuf::from(data_dir), Path::new(certs));
+        let mut config = NodeConfig::from_certificates(id, listen, peers, data_dir, certs)?;
+        config.start = start.map_or(Ok(StartMode::New), str::parse)?;
+        if let Some(faults) = faults {
+            let faults = faults.parse::<Faults>();
+            let faults = faults.map_err(|error| bad("--disk-faults", &error))?;
+            config.log.backend = Backend::FaultyBlocking(faults);
+        }
+        Ok(config)
+    }
+
     /// Checks the configuration as a whole.
     ///
     /// # Errors
@@ -303,6 +377,15 @@ pub enum ConfigError {
     AddressMap {
         /// The offending comma-separated item.
         item: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A command-line flag of [`NodeConfig::from_flags`] is missing or its
+    /// value is bad.
+    #[error("{flag}: {reason}")]
+    Flag {
+        /// The flag, dashes included.
+        flag: &'static str,
         /// What is wrong.
         reason: String,
     },
@@ -408,6 +491,77 @@ mod tests {
             .expect_err("bad cluster file");
         assert!(matches!(bad, ConfigError::ClusterFile { .. }), "{bad}");
         assert!(bad.to_string().contains("is not hex"), "{bad}");
+    }
+
+    #[test]
+    fn flags_make_a_configuration_and_leave_the_program_its_own() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let ids = [PeerId(1), PeerId(2)];
+        barge_net::tls::write_dev_cluster(dir.path(), ClusterId(7), &ids).expect("certificates");
+        let certs = dir.path().to_str().expect("a UTF-8 temporary path");
+        let peers = "1=127.0.0.1:7001,2=127.0.0.1:7002";
+        let base = [
+            ("--id", "2"),
+            ("--peers", peers),
+            ("--data-dir", "data"),
+            ("--certs", certs),
+            ("--clients", "mine"),
+        ];
+        let mut flags = BTreeMap::from(base);
+        let config = NodeConfig::from_flags(&mut flags).expect("valid flags");
+        assert_eq!(flags, BTreeMap::from([("--clients", "mine")]));
+        assert_eq!(
+            (config.id, config.cluster, config.start),
+            (NodeId(2), 7, StartMode::New)
+        );
+        assert_eq!(
+            config.listen,
+            "127.0.0.1:7002".parse::<SocketAddr>().expect("address")
+        );
+        assert_eq!(
+            config.peers.keys().copied().collect::<Vec<_>>(),
+            [NodeId(1)]
+        );
+        assert_eq!(
+            config.initial_voters,
+            BTreeSet::from([NodeId(1), NodeId(2)])
+        );
+        assert!(matches!(config.log.backend, Backend::Uring));
+        let mut flags = BTreeMap::from(base);
+        flags.extend([
+            ("--listen", "0.0.0.0:9002"),
+            ("--start", "existing"),
+            ("--disk-faults", "fsync-eio-after=3"),
+        ]);
+        let config = NodeConfig::from_flags(&mut flags).expect("valid optional flags");
+        assert_eq!(config.listen.port(), 9002);
+        assert_eq!(config.start, StartMode::Existing);
+        assert!(matches!(config.log.backend, Backend::FaultyBlocking(_)));
+        for (flag, value, reason) in [
+            ("--certs", None, "--certs: required"),
+            ("--id", Some("two"), "--id: invalid digit"),
+            ("--id", Some("3"), "--peers: no address for this node (n3)"),
+            (
+                "--peers",
+                Some("2=nowhere"),
+                "--peers: address \"2=nowhere\"",
+            ),
+            ("--listen", Some("here"), "--listen: invalid socket address"),
+            ("--start", Some("old"), "start mode \"old\""),
+            (
+                "--disk-faults",
+                Some("fsync-eio-after=x"),
+                "--disk-faults: disk fault",
+            ),
+        ] {
+            let mut flags = BTreeMap::from(base);
+            match value {
+                Some(value) => flags.insert(flag, value),
+                None => flags.remove(flag),
+            };
+            let error = NodeConfig::from_flags(&mut flags).expect_err(reason);
+            assert!(error.to_string().contains(reason), "{reason}: {error}");
+        }
     }
 
     #[test]
