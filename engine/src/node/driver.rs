@@ -144,6 +144,9 @@ pub(super) struct Driver {
     compaction_covered: LogIndex,
     entries_scratch: Vec<Entry>,
     responses_scratch: Vec<Bytes>,
+    /// The data directory holds a `repair` file (a damaged log is being
+    /// refetched); removed once the core clears its repair floor.
+    repair_file: bool,
 }
 
 impl Driver {
@@ -164,6 +167,7 @@ impl Driver {
         election_timeout_ticks: u64,
     ) -> Driver {
         let wal_completions = wal.completions();
+        let repair_file = core.repair_floor().is_some();
         Driver {
             core,
             wal: Some(Arc::new(wal)),
@@ -193,6 +197,7 @@ impl Driver {
             compaction_covered: LogIndex(0),
             entries_scratch: Vec::new(),
             responses_scratch: Vec::new(),
+            repair_file,
         }
     }
 
@@ -273,6 +278,7 @@ impl Driver {
         // runs in parallel); picking them up now saves a wake-up.
         self.drain_completions()?;
         self.dispatch()?;
+        self.finish_repair();
         self.shared.publish(
             &self.core,
             self.wal.as_deref(),
@@ -280,6 +286,24 @@ impl Driver {
             false,
         );
         Ok(())
+    }
+
+    /// Drops the persisted repair floor once the core has cleared it (the
+    /// core clears it only on durable state, so a crash after the removal
+    /// cannot bring back a node that forgot its promises). A failed removal
+    /// costs nothing but a check at the next start, which clears a floor the
+    /// log already reaches, so it is logged, not fatal.
+    fn finish_repair(&mut self) {
+        if !self.repair_file || self.core.repair_floor().is_some() {
+            return;
+        }
+        self.repair_file = false;
+        match storage::clear_repair_floor(&self.data_dir) {
+            Ok(()) => tracing::info!("damaged log entries refetched; repair finished"),
+            Err(error) => {
+                tracing::warn!(%error, "repair finished, but its file stays until the next start")
+            }
+        }
     }
 
     fn on_tick(&mut self) {
