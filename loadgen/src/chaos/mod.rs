@@ -265,6 +265,7 @@ pub async fn run(options: &Options, dir: &Path, program: &Path) -> Result<Report
     let lost_acked_writes = report::lost_acked_writes(&history, &finals);
     let (recovery_ms, unrecovered) = report::recovery_ms(&history, &log.heals_ns, &log.starts_ns);
     let unavailable_ms = report::unavailable_ms(&history, &log.starts_ns);
+    let write_latency_ms = report::write_latency_ms(&history);
     let limits = Limits {
         time: options.check_time,
         ..Limits::default()
@@ -290,6 +291,7 @@ pub async fn run(options: &Options, dir: &Path, program: &Path) -> Result<Report
         recovery_ms,
         unrecovered,
         unavailable_ms,
+        write_latency_ms,
         proxy,
         statuses,
         converged,

@@ -146,6 +146,18 @@ pub fn unavailable_ms(history: &[Operation], starts_ns: &[u64]) -> Vec<f64> {
         .collect()
 }
 
+/// Milliseconds from invocation to answer of every acknowledged write: the
+/// same-run baseline for the recovery figures.
+pub fn write_latency_ms(history: &[Operation]) -> Vec<f64> {
+    history
+        .iter()
+        .filter(|operation| {
+            written(operation).is_some() && operation.outcome != Outcome::Indeterminate
+        })
+        .filter_map(|operation| Some((operation.completed_ns? - operation.invoked_ns) as f64 / 1e6))
+        .collect()
+}
+
 /// The `quantile` (0..=1) of `values` by nearest rank; `None` when empty.
 pub fn quantile(values: &[f64], quantile: f64) -> Option<f64> {
     if values.is_empty() {
@@ -176,6 +188,8 @@ pub struct Report {
     pub unrecovered: usize,
     /// Per fault: the longest stretch without an acknowledged write.
     pub unavailable_ms: Vec<f64>,
+    /// Latency of acknowledged writes over the whole run.
+    pub write_latency_ms: Vec<f64>,
     /// What the fault proxy did with the nodes' datagrams.
     pub proxy: crate::proxy::ProxyStats,
     /// Final `STATUS` of every node (absent: it did not answer).
@@ -292,6 +306,11 @@ impl Report {
                 "count": self.recovery_ms.len(),
                 "unrecovered": self.unrecovered,
             },
+            "write_latency_ms": {
+                "p50": quantile(&self.write_latency_ms, 0.5),
+                "p99": quantile(&self.write_latency_ms, 0.99),
+                "max": quantile(&self.write_latency_ms, 1.0),
+            },
             "catch_up_ms": {
                 "p50": quantile(&self.nemesis.catch_up_ms, 0.5),
                 "max": quantile(&self.nemesis.catch_up_ms, 1.0),
@@ -364,6 +383,12 @@ impl Report {
             ms(quantile(&self.recovery_ms, 1.0)),
             self.recovery_ms.len(),
             self.unrecovered
+        );
+        let _ = writeln!(
+            out,
+            "  write latency     p50 {:.1} ms, p99 {:.1} ms (acknowledged writes, whole run: the baseline)",
+            quantile(&self.write_latency_ms, 0.5).unwrap_or(0.0),
+            quantile(&self.write_latency_ms, 0.99).unwrap_or(0.0),
         );
         let _ = writeln!(
             out,
@@ -533,6 +558,29 @@ mod tests {
         assert!((windows[0] - 0.000_4).abs() < 1e-12, "{windows:?}");
         assert!((windows[1] - 0.001).abs() < 1e-12, "{windows:?}");
         assert!(unavailable_ms(&[], &[1]).is_empty());
+    }
+
+    #[test]
+    fn write_latencies_of_acknowledged_writes_only() {
+        let history = vec![
+            put("a", 1_000_000, 3_000_000),
+            op(
+                Op::Get { key: "k".into() },
+                Outcome::Get(None),
+                0,
+                Some(9_000_000),
+            ),
+            op(
+                Op::Put {
+                    key: "k".into(),
+                    value: "b".into(),
+                },
+                Outcome::Indeterminate,
+                0,
+                None,
+            ),
+        ];
+        assert_eq!(write_latency_ms(&history), vec![2.0]);
     }
 
     #[test]
