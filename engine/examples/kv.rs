@@ -1,5 +1,6 @@
-//! A replicated key-value store on Barge: one process per node, clients on
-//! TCP, one request line and one answer line each, answered in order.
+//! A replicated key-value store on Barge: one process per node (flags:
+//! `--clients` and [`NodeConfig::FLAGS_USAGE`]), clients on TCP, one request
+//! line and one answer line each, answered in order.
 //!
 //! ```text
 //! barge-loadgen certs --nodes 3 --out /tmp/kv-certs
@@ -8,16 +9,14 @@
 //!    --data-dir /tmp/kv1 --certs /tmp/kv-certs          # and likewise --id 2, --id 3
 //! ```
 //!
-//! Requests and answers: `PUT k v` → `OK`; `GET k` → `OK v` | `NONE`
-//! (linearizable: `read_index`, then the local map); `CAS k old new` → `OK` |
-//! `MISMATCH`; `DEL k` → `OK 1` | `OK 0`; `STATUS` → `OK` and the node's
-//! [`Metrics::summary`], `state=` and `log=` (FNV-1a of the map and of every
-//! applied entry); `LEARNER id`, `VOTERS a,b,c` → `OK`. Failures say whether
-//! a write may have happened ([`NodeError::may_have_applied`]): not after
-//! `REDIRECT addr` or `FAIL reason` (a failed node is not asked), perhaps
-//! after `MAYBE reason` or a timeout. A fatal node error (a poisoned log
-//! under `--disk-faults`, a refused start) is printed and exits the process
-//! with status 3; SIGTERM and SIGINT stop it gracefully.
+//! `PUT k v` → `OK`; `GET k` → `OK v` | `NONE` (linearizable: `read_index`,
+//! then the local map); `CAS k old new` → `OK` | `MISMATCH`; `DEL k` →
+//! `OK 1` | `OK 0`; `STATUS` → `OK` [`Metrics::summary`] `state= log=` (FNV-1a
+//! of the map and of every applied entry); `LEARNER id`, `VOTERS a,b,c` → `OK`.
+//! Failures: `REDIRECT addr`, `FAIL reason` (not applied), `MAYBE reason` (may
+//! have been: [`NodeError::may_have_applied`]). A fatal node error (a poisoned
+//! log under `--disk-faults`, a refused start) exits with status 3; SIGTERM
+//! and SIGINT stop the node gracefully.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
