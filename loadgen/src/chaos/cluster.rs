@@ -19,6 +19,9 @@ use crate::proxy::{FaultProxy, ProxyConfig};
 
 /// Timeout of one `STATUS` or control request.
 const CONTROL_TIMEOUT: Duration = Duration::from_secs(1);
+/// How the node refuses a membership change to the configuration it already
+/// has (`barge::core` `MembershipError`, forwarded by the KV example).
+const ALREADY_APPLIED: &str = "already is the requested one";
 /// Packets the proxy holds back at most (delay faults).
 const PROXY_DELAYED_PACKETS_MAX: usize = 20_000;
 const PROXY_DATAGRAM_BYTES_MAX: usize = 65_535;
@@ -349,6 +352,13 @@ impl Cluster {
                     }
                 }
                 Ok(reply @ (Reply::Ok(_) | Reply::Absent | Reply::Mismatch)) => return Ok(reply),
+                // The goal of a membership command is a configuration: an
+                // earlier attempt whose answer was lost (a timeout, `MAYBE`,
+                // a leader change) may have reached it, and the node then
+                // refuses the change as the configuration it already has.
+                Ok(Reply::Fail(reason)) if reason.contains(ALREADY_APPLIED) => {
+                    return Ok(Reply::Ok(Some(reason)));
+                }
                 Ok(reply) => last = format!("{reply:?}"),
                 Err(error) => last = error.to_string(),
             }
