@@ -9,22 +9,8 @@
 
 use barge_loadgen::check::{check, render, Limits, Op, Operation, Outcome, Verdict};
 
-/// SplitMix64, seeded per case so that a failure replays.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, bound: u64) -> u64 {
-        self.next() % bound
-    }
-}
+mod common;
+use common::Rng;
 
 const VALUES: [&str; 3] = ["a", "b", "c"];
 
