@@ -23,6 +23,28 @@ pub enum Backend {
     Fault(FaultDisk),
 }
 
+/// Whether group writes are followed by a data sync.
+///
+/// [`SyncMode::Never`] is UNSAFE and exists for measurement only: see its
+/// documentation.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SyncMode {
+    /// Every group write is followed by `fdatasync` (linked to the write on
+    /// io_uring) before its batches complete as durable.
+    #[default]
+    Fdatasync,
+    /// UNSAFE, for measurement only: group writes are not followed by a data
+    /// sync, and their batches complete as [`crate::Completion::Durable`] (in
+    /// order) as soon as the write finished. A process crash loses nothing
+    /// written (the bytes are in the page cache, or on the device with
+    /// O_DIRECT), but a power failure or kernel crash may lose entries that
+    /// were acknowledged as durable, which breaks the guarantees a
+    /// replicated log builds on. [`crate::Metrics::syncs`] stays 0. Syncs of
+    /// the directory when segments are created or renamed, and of freshly
+    /// zero-filled spare segments, still happen.
+    Never,
+}
+
 /// Called by the log thread after it pushes a completion, so an async
 /// runtime can be woken without polling. Must be quick and must not call
 /// back into the log.
@@ -57,6 +79,9 @@ pub struct WalConfig {
     pub idle_spin_micros: u64,
     /// Write backend.
     pub backend: Backend,
+    /// Data sync after each group write: [`SyncMode::Fdatasync`] (the
+    /// default). [`SyncMode::Never`] is UNSAFE (measurement only).
+    pub sync: SyncMode,
     /// Optional wake-up hook run after each completion is pushed.
     pub notifier: Option<Notifier>,
 }
@@ -73,6 +98,7 @@ impl Default for WalConfig {
             spare_segments_max: 4,
             idle_spin_micros: 0,
             backend: Backend::Uring,
+            sync: SyncMode::Fdatasync,
             notifier: None,
         }
     }
@@ -91,6 +117,7 @@ impl std::fmt::Debug for WalConfig {
             .field("spare_segments_max", &self.spare_segments_max)
             .field("idle_spin_micros", &self.idle_spin_micros)
             .field("backend", &self.backend)
+            .field("sync", &self.sync)
             .field("notifier", &self.notifier.is_some())
             .finish()
     }

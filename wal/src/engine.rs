@@ -45,6 +45,9 @@ pub(crate) trait WriteEngine: Send + std::fmt::Debug {
     fn arm_event(&mut self, event: &EventFd) -> bool;
     /// Closes the engine's handle on a segment (after a roll or removal).
     fn forget(&mut self, name: &str);
+    /// Whether each write is followed by a data sync (false only with the
+    /// unsafe [`crate::SyncMode::Never`]).
+    fn syncs(&self) -> bool;
 }
 
 /// Blocking engine: `pwrite` in `submit`, `fdatasync` in `reap`.
@@ -60,15 +63,18 @@ pub(crate) struct BlockingEngine {
     pending: VecDeque<Finished>,
     /// Name of the segment each pending write went to.
     names: VecDeque<String>,
+    /// False with the unsafe [`crate::SyncMode::Never`]: writes are not synced.
+    sync: bool,
 }
 
 impl BlockingEngine {
-    pub(crate) fn new(disk: Arc<dyn Disk>, inflight_max: usize) -> BlockingEngine {
+    pub(crate) fn new(disk: Arc<dyn Disk>, inflight_max: usize, sync: bool) -> BlockingEngine {
         BlockingEngine {
             disk,
             inflight_max: inflight_max.max(1),
             pending: VecDeque::new(),
             names: VecDeque::new(),
+            sync,
         }
     }
 
@@ -77,7 +83,7 @@ impl BlockingEngine {
         else {
             return;
         };
-        if finished.result.is_ok() {
+        if finished.result.is_ok() && self.sync {
             let started = Instant::now();
             let disk = &*self.disk;
             finished.result = context(disk, &name, disk.sync(&name));
@@ -99,7 +105,11 @@ impl WriteEngine for BlockingEngine {
         let disk = &*self.disk;
         let result = context(disk, name, disk.write_at(name, offset, buf.as_slice()));
         if self.inflight_max == 1 {
-            let result = result.and_then(|()| context(disk, name, disk.sync(name)));
+            let result = if self.sync {
+                result.and_then(|()| context(disk, name, disk.sync(name)))
+            } else {
+                result
+            };
             self.pending.push_back(Finished {
                 token,
                 buf,
@@ -144,6 +154,10 @@ impl WriteEngine for BlockingEngine {
     }
 
     fn forget(&mut self, _name: &str) {}
+
+    fn syncs(&self) -> bool {
+        self.sync
+    }
 }
 
 /// io_uring engine over a real directory.
@@ -156,10 +170,17 @@ pub(crate) struct UringEngine {
     retired: Vec<File>,
     inflight_max: usize,
     done: Vec<ChainDone>,
+    /// False with the unsafe [`crate::SyncMode::Never`]: no fdatasync is
+    /// linked after the write.
+    sync: bool,
 }
 
 impl UringEngine {
-    pub(crate) fn new(dir: &std::path::Path, inflight_max: usize) -> std::io::Result<UringEngine> {
+    pub(crate) fn new(
+        dir: &std::path::Path,
+        inflight_max: usize,
+        sync: bool,
+    ) -> std::io::Result<UringEngine> {
         let inflight_max = inflight_max.max(1);
         let entries = u32::try_from(inflight_max * 2 + 2)
             .unwrap_or(64)
@@ -171,6 +192,7 @@ impl UringEngine {
             retired: Vec::new(),
             inflight_max,
             done: Vec::new(),
+            sync,
         })
     }
 }
@@ -191,7 +213,7 @@ impl WriteEngine for UringEngine {
         // unwrap: inserted just above if missing.
         let file = self.files.get(name).expect("file opened");
         self.ring
-            .submit_chain(file, offset, buf, token, true)
+            .submit_chain(file, offset, buf, token, self.sync)
             .map_err(|(source, _buf)| WalError::io(&path, source))
     }
 
@@ -232,5 +254,9 @@ impl WriteEngine for UringEngine {
         if let Some(file) = self.files.remove(name) {
             self.retired.push(file);
         }
+    }
+
+    fn syncs(&self) -> bool {
+        self.sync
     }
 }

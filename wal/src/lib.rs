@@ -84,7 +84,7 @@ mod wal;
 mod writer;
 
 pub use bytes::Bytes;
-pub use config::{Backend, Notifier, WalConfig};
+pub use config::{Backend, Notifier, SyncMode, WalConfig};
 pub use error::WalError;
 pub use fault::{
     Fault, FaultDisk, FaultError, FaultOperation, FaultSpecError, Faults, FAULT_SPEC_GRAMMAR,

@@ -18,11 +18,17 @@ pub(crate) struct Counters {
 }
 
 impl Counters {
-    pub(crate) fn record_group(&self, bytes: u64, batches: u64, sync_nanos: u64) {
-        self.syncs.fetch_add(1, Ordering::Relaxed);
+    /// Counts one finished group write; `synced` is false with the unsafe
+    /// [`crate::SyncMode::Never`], whose writes are not syncs and so leave
+    /// the sync count and latencies alone.
+    pub(crate) fn record_group(&self, bytes: u64, batches: u64, sync_nanos: u64, synced: bool) {
         self.groups.fetch_add(1, Ordering::Relaxed);
         self.bytes_written.fetch_add(bytes, Ordering::Relaxed);
         self.batches.fetch_add(batches, Ordering::Relaxed);
+        if !synced {
+            return;
+        }
+        self.syncs.fetch_add(1, Ordering::Relaxed);
         self.sync_nanos_total
             .fetch_add(sync_nanos, Ordering::Relaxed);
         self.sync_nanos_last.store(sync_nanos, Ordering::Relaxed);
@@ -61,7 +67,8 @@ impl Counters {
 /// A snapshot of the log's counters since open.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Metrics {
-    /// Data syncs (one per group write).
+    /// Data syncs (one per group write; 0 with the unsafe
+    /// [`crate::SyncMode::Never`]).
     pub syncs: u64,
     /// Bytes written by group writes (headers, payloads, padding).
     pub bytes_written: u64,

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use crossbeam_channel::Receiver;
 use parking_lot::{Condvar, Mutex};
 
-use crate::config::{Backend, WalConfig};
+use crate::config::{Backend, SyncMode, WalConfig};
 use crate::disk::{context, Disk, OsDisk};
 use crate::engine::{BlockingEngine, UringEngine, WriteEngine};
 use crate::format::{
@@ -41,11 +41,15 @@ fn engine_for(
     config: &WalConfig,
     disk: &Arc<dyn Disk>,
 ) -> (Box<dyn WriteEngine>, Option<EventFd>, &'static str) {
+    let sync = config.sync == SyncMode::Fdatasync;
+    if !sync {
+        tracing::warn!("UNSAFE: the log does not fdatasync group writes (measurement only)");
+    }
     if let (Backend::Uring, Some(dir)) = (&config.backend, disk.os_dir()) {
         let probe = dir.join("direct-probe.tmp");
         let attempt = std::fs::File::create(&probe)
             .and_then(|_| crate::sys::open_direct(&probe))
-            .and_then(|_| UringEngine::new(dir, config.inflight_writes_max))
+            .and_then(|_| UringEngine::new(dir, config.inflight_writes_max, sync))
             .and_then(|engine| EventFd::new().map(|event| (engine, event)));
         let _ = std::fs::remove_file(&probe);
         match attempt {
@@ -61,7 +65,7 @@ fn engine_for(
         Backend::Uring | Backend::Blocking => (1, "blocking"),
         Backend::FaultyBlocking(_) => (1, "faulty blocking"),
     };
-    let engine = BlockingEngine::new(Arc::clone(disk), inflight_max);
+    let engine = BlockingEngine::new(Arc::clone(disk), inflight_max, sync);
     (Box::new(engine), None, name)
 }
 

@@ -375,7 +375,7 @@ impl Writer {
             let nanos = u64::try_from(done.elapsed.as_nanos()).unwrap_or(u64::MAX);
             self.shared
                 .counters
-                .record_group(bytes, group.batches, nanos);
+                .record_group(bytes, group.batches, nanos, self.engine.syncs());
             if self
                 .active
                 .as_ref()
