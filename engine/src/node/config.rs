@@ -59,6 +59,12 @@ pub struct LogOptions {
     pub backend: Backend,
     /// Bytes queued for the log thread before appends wait (default 64 MiB).
     pub queued_bytes_max: usize,
+    /// Sync each log write with `fdatasync` before it counts as durable
+    /// (default true). False is UNSAFE and for measurement only
+    /// (`barge_wal::SyncMode::Never`): a power failure or kernel crash may
+    /// lose entries the node acknowledged, on several nodes at once, so a
+    /// committed write can vanish. A process crash alone loses nothing.
+    pub fsync: bool,
 }
 
 impl Default for LogOptions {
@@ -67,6 +73,7 @@ impl Default for LogOptions {
             segment_bytes: 64 << 20,
             backend: Backend::Uring,
             queued_bytes_max: 64 << 20,
+            fsync: true,
         }
     }
 }

@@ -91,7 +91,7 @@ use std::fs::{self, File};
 use std::io::{Read, Write};
 use std::path::Path;
 
-use barge_wal::{Backend, HardState as WalHardState, Notifier, Wal, WalConfig};
+use barge_wal::{Backend, HardState as WalHardState, Notifier, SyncMode, Wal, WalConfig};
 use bytes::Bytes;
 
 use super::config::{NodeConfig, StartMode};
@@ -132,6 +132,7 @@ pub(super) struct LogSettings {
     pub(super) queued_bytes_max: usize,
     pub(super) write_bytes_max: usize,
     pub(super) backend: Backend,
+    pub(super) fsync: bool,
 }
 
 impl LogSettings {
@@ -142,6 +143,7 @@ impl LogSettings {
             // One batch must fit one write; leave room for the record framing.
             write_bytes_max: config.raft.batch_bytes_max as usize + (1 << 20),
             backend: config.log.backend.clone(),
+            fsync: config.log.fsync,
         }
     }
 
@@ -151,6 +153,11 @@ impl LogSettings {
             queued_bytes_max: self.queued_bytes_max,
             write_bytes_max: self.write_bytes_max,
             backend: self.backend.clone(),
+            sync: if self.fsync {
+                SyncMode::Fdatasync
+            } else {
+                SyncMode::Never
+            },
             notifier,
             ..WalConfig::default()
         }
