@@ -54,7 +54,9 @@ const USAGE: &str = "usage: barge-loadgen node --id N --peers ID=HOST:PORT,.. --
   --metrics HOST:PORT       serve Prometheus metrics over HTTP there
   --inflight-max N          proposals in flight per connection (default 16384)
   --connections-max N       client connections (default 64)
-  --parent-stdin            stop when stdin closes (the load generator holds it open)";
+  --parent-stdin            stop when stdin closes (the load generator holds it open)
+  --no-fsync                UNSAFE, measurement only: the log does not fdatasync its writes
+                            (a power failure or kernel crash may lose acknowledged entries)";
 
 /// The largest proposal payload accepted (as `run --payload`).
 const PAYLOAD_BYTES_MAX: usize = 1 << 20;
@@ -83,6 +85,8 @@ struct Options {
     inflight_max: usize,
     connections_max: usize,
     parent_stdin: bool,
+    /// False with the unsafe `--no-fsync`.
+    fsync: bool,
 }
 
 fn parse_map(flag: &str, text: &str) -> Result<BTreeMap<NodeId, SocketAddr>> {
@@ -106,6 +110,7 @@ fn parse(mut parser: lexopt::Parser) -> Result<Option<Options>> {
     let (mut id, mut peers, mut client, mut clients) = (None, None, None, BTreeMap::new());
     let (mut data_dir, mut certs, mut metrics) = (None, None, None);
     let (mut inflight_max, mut connections_max, mut parent_stdin) = (16_384, 64, false);
+    let mut fsync = true;
     while let Some(arg) = parser.next()? {
         let text =
             |parser: &mut lexopt::Parser| -> Result<String> { Ok(parser.value()?.string()?) };
@@ -130,6 +135,7 @@ fn parse(mut parser: lexopt::Parser) -> Result<Option<Options>> {
                 }
             }
             Long("parent-stdin") => parent_stdin = true,
+            Long("no-fsync") => fsync = false,
             Long("help") | Short('h') => return Ok(None),
             other => bail!("{}\n{USAGE}", other.unexpected()),
         }
@@ -151,6 +157,7 @@ fn parse(mut parser: lexopt::Parser) -> Result<Option<Options>> {
         inflight_max,
         connections_max,
         parent_stdin,
+        fsync,
     }))
 }
 
@@ -208,6 +215,7 @@ async fn serve_node(options: Options) -> Result<()> {
     );
     config.start = StartMode::New;
     config.metrics_listen = options.metrics;
+    config.log.fsync = options.fsync;
     let batch_entries_max = (config.raft.batch_entries_max as usize).min(options.inflight_max);
     let batch_bytes_max = config.raft.batch_bytes_max as usize;
     let node = Node::start(config, Counter::default())

@@ -67,7 +67,7 @@ fn free_addresses(count: u64) -> Result<BTreeMap<NodeId, SocketAddr>> {
 impl LocalCluster {
     /// Starts `voters` nodes with data directories under a fresh temporary
     /// directory inside `parent`.
-    pub async fn start(voters: u64, parent: &Path) -> Result<LocalCluster> {
+    pub async fn start(voters: u64, parent: &Path, fsync: bool) -> Result<LocalCluster> {
         let data = tempfile::Builder::new()
             .prefix("barge-run-")
             .tempdir_in(parent)
@@ -93,6 +93,7 @@ impl LocalCluster {
                 identity,
             );
             config.start = StartMode::New;
+            config.log.fsync = fsync;
             let node = Node::start(config, Counter::default())
                 .await
                 .with_context(|| format!("starting node {id}"))?;

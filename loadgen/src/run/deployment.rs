@@ -23,14 +23,20 @@ pub enum Cluster {
 }
 
 impl Cluster {
-    /// Starts `voters` nodes, as processes if `processes`.
+    /// Starts `voters` nodes, as processes if `processes`; without `fsync`
+    /// their logs do not sync writes (unsafe, measurement only).
     ///
     /// # Errors
     /// As [`LocalCluster::start`] or [`ProcessCluster::start`].
-    pub async fn start(voters: u64, parent: &Path, processes: bool) -> Result<Cluster> {
+    pub async fn start(
+        voters: u64,
+        parent: &Path,
+        processes: bool,
+        fsync: bool,
+    ) -> Result<Cluster> {
         Ok(match processes {
-            false => Cluster::Local(LocalCluster::start(voters, parent).await?),
-            true => Cluster::Processes(ProcessCluster::start(voters, parent).await?),
+            false => Cluster::Local(LocalCluster::start(voters, parent, fsync).await?),
+            true => Cluster::Processes(ProcessCluster::start(voters, parent, fsync).await?),
         })
     }
 

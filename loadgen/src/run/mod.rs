@@ -8,7 +8,7 @@
 //!    round trip on loopback, before any node starts (nothing else runs).
 //! 2. Starts `--nodes` nodes in this process (each on its own threads, QUIC
 //!    with mutual TLS on loopback, its log in a fresh temporary directory
-//!    with fsync on) and waits until they agree on a leader. With
+//!    with fsync on, or off with the unsafe `--no-fsync`) and waits until they agree on a leader. With
 //!    `--processes`, each node is a child process instead (`barge-loadgen
 //!    node`, see `processes` and `node_process`), and the proposers reach
 //!    it over `--connections` loopback TCP connections speaking the binary
@@ -133,8 +133,13 @@ fn execute(options: &Options) -> Result<()> {
                     PathBuf::from(format!("barge-sweep-{}.svg", sweep.parameter.name()))
                 });
                 let title = format!(
-                    "Barge, {} nodes, fsync + TLS on: sweep of {}",
+                    "Barge, {} nodes, {} + TLS on: sweep of {}",
                     options.nodes,
+                    if options.fsync {
+                        "fsync"
+                    } else {
+                        "UNSAFE: fsync off"
+                    },
                     sweep.parameter.name()
                 );
                 std::fs::write(&plot, sweep::svg(sweep.parameter, &points, &title))
@@ -177,7 +182,7 @@ async fn one_run(
     parent: &Path,
     baseline: Option<Baseline>,
 ) -> Result<RunReport> {
-    let cluster = Cluster::start(options.nodes, parent, options.processes).await?;
+    let cluster = Cluster::start(options.nodes, parent, options.processes, options.fsync).await?;
     let driven = drive_cluster(&cluster, options).await;
     let shutdown = cluster.shutdown().await;
     let mut report = driven?;
@@ -271,6 +276,7 @@ async fn drive_cluster(cluster: &Cluster, options: &Options) -> Result<RunReport
         peak_rss_bytes: processes.iter().map(|process| process.peak_rss_bytes).sum(),
         processes,
         one_process: !cluster.processes(),
+        fsync: options.fsync,
         leader_at_end: cluster.agreed_leader().await.map(|id| id.0),
         baseline: None,
     })

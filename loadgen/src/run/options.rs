@@ -9,8 +9,8 @@ use lexopt::prelude::*;
 
 pub const USAGE: &str = "usage: barge-loadgen [run] [options]
 
-Starts a local Barge cluster (fsync and TLS always on, logs in a temporary
-directory), drives it with proposers, shows progress on stderr every second
+Starts a local Barge cluster (fsync on unless --no-fsync, TLS on, logs in a
+temporary directory), drives it with proposers, shows progress on stderr every second
 and ends with a table on stdout (or one JSON object with --json).
 
   --nodes N            voters in the cluster (default 3, at most 7)
@@ -34,7 +34,9 @@ and ends with a table on stdout (or one JSON object with --json).
                        proposers reach them over a binary protocol on loopback TCP
   --connections N      with --processes: TCP connections to each node (default 1: one
                        connection gathers the most proposals per read, so the largest batches)
-  --no-fsync           refused: the node has no way to skip fsync
+  --no-fsync           UNSAFE, for measurement only: the nodes' logs skip fdatasync, so
+                       a power failure or kernel crash may lose acknowledged writes;
+                       the output is labelled (`UNSAFE: fsync off`, \"fsync\": false)
   -h, --help           this text";
 
 /// Which parameter a sweep varies.
@@ -92,6 +94,8 @@ pub struct Options {
     pub processes: bool,
     /// With `processes`: TCP connections from the proposers to each node.
     pub connections_per_node: usize,
+    /// False with `--no-fsync`: the nodes' logs do not sync (unsafe).
+    pub fsync: bool,
 }
 
 impl Default for Options {
@@ -114,6 +118,7 @@ impl Default for Options {
             // 2 ~130-160k, 4 ~150k, 16 ~96k (larger read bursts, larger
             // batches on the node).
             connections_per_node: 1,
+            fsync: true,
         }
     }
 }
@@ -235,10 +240,7 @@ pub fn parse(mut parser: lexopt::Parser) -> Result<Command> {
                 let count = number(&text(&mut parser)?, "--connections")?;
                 connections = Some(in_range(count, "--connections", 1, CONNECTIONS_MAX)?);
             }
-            Long("no-fsync") => bail!(
-                "--no-fsync is not supported: the node always syncs its log and has no option \
-                 to skip it, so this tool refuses rather than label synced figures as unsafe ones"
-            ),
+            Long("no-fsync") => options.fsync = false,
             Long("help") | Short('h') => return Ok(Command::Help),
             other => bail!("{}\n{USAGE}", other.unexpected()),
         }
@@ -274,6 +276,7 @@ mod tests {
         assert_eq!(options.payload_bytes, 64);
         assert_eq!(options.duration, Duration::from_secs(10));
         assert_eq!(options.warmup, Duration::from_secs(2));
+        assert!(options.fsync, "fsync must be on by default");
     }
 
     #[test]
@@ -298,6 +301,7 @@ mod tests {
             "--processes",
             "--connections",
             "8",
+            "--no-fsync",
         ])
         .expect("valid flags");
         let Command::Run(options) = command else {
@@ -312,6 +316,7 @@ mod tests {
         assert_eq!(options.data_dir, Some(PathBuf::from("/var/tmp")));
         assert!(options.baseline && options.json && options.processes);
         assert_eq!(options.connections_per_node, 8);
+        assert!(!options.fsync);
     }
 
     #[test]
@@ -357,7 +362,6 @@ mod tests {
             (&["--duration", "0.1"], "--duration must be between"),
             (&["--duration", "soon"], "not a number of seconds"),
             (&["--rate", "0"], "--rate must be between"),
-            (&["--no-fsync"], "--no-fsync is not supported"),
             (&["--connections", "2"], "only applies with --processes"),
             (
                 &["--processes", "--connections", "0"],

@@ -95,7 +95,7 @@ impl ProcessCluster {
     /// # Errors
     /// Certificates that cannot be written, a child that cannot be spawned
     /// or exits or stalls during its start (its own error is on stderr).
-    pub async fn start(voters: u64, parent: &Path) -> Result<ProcessCluster> {
+    pub async fn start(voters: u64, parent: &Path, fsync: bool) -> Result<ProcessCluster> {
         let data = tempfile::Builder::new()
             .prefix("barge-processes-")
             .tempdir_in(parent)
@@ -109,8 +109,12 @@ impl ProcessCluster {
         let mut children = Children::default();
         for id in 1..=voters {
             let index = (id - 1) as usize;
-            let child = Command::new(&program)
-                .arg("node")
+            let mut command = Command::new(&program);
+            command.arg("node");
+            if !fsync {
+                command.arg("--no-fsync");
+            }
+            let child = command
                 .args(["--id", &id.to_string()])
                 .args(["--peers", &address_list(&raft_addresses)])
                 .args(["--client", &client_addresses[index].to_string()])

@@ -120,6 +120,8 @@ pub struct RunReport {
     pub processes: Vec<ProcessFigures>,
     /// Whether the nodes ran inside the load generator's process.
     pub one_process: bool,
+    /// False with the unsafe `--no-fsync` (labelled in the table and JSON).
+    pub fsync: bool,
     pub leader_at_end: Option<u64>,
     pub baseline: Option<Baseline>,
 }
@@ -229,7 +231,7 @@ impl RunReport {
             "rate_per_s": self.rate_per_s,
             "payload_bytes": self.payload_bytes,
             "duration_s": self.seconds(),
-            "fsync": true,
+            "fsync": self.fsync,
             "tls": true,
             "committed": self.committed,
             "ops_per_s": self.ops_per_s(),
@@ -293,13 +295,14 @@ impl RunReport {
         report
     }
 
-    pub fn print_table(&self) {
+    /// The table's first line: what ran, and whether fsync was on.
+    pub fn header(&self) -> String {
         let mode = match self.rate_per_s {
             Some(rate) => format!("open loop at {rate} ops/s, ≤ {} in flight", self.clients),
             None => format!("closed loop, {} clients", self.clients),
         };
-        println!(
-            "barge run: {} nodes ({}), {mode}, {} B payload, {:.1} s measured; fsync on, TLS on",
+        format!(
+            "barge run: {} nodes ({}), {mode}, {} B payload, {:.1} s measured; {}, TLS on",
             self.nodes,
             if self.one_process {
                 "in one process"
@@ -307,8 +310,17 @@ impl RunReport {
                 "one process each"
             },
             self.payload_bytes,
-            self.seconds()
-        );
+            self.seconds(),
+            if self.fsync {
+                "fsync on"
+            } else {
+                "UNSAFE: fsync off (acknowledged writes may be lost on power failure)"
+            }
+        )
+    }
+
+    pub fn print_table(&self) {
+        println!("{}", self.header());
         println!(
             "  committed ops/s      {:>12.0}   ({} committed, payload {:.1} MB/s)",
             self.ops_per_s(),
@@ -505,6 +517,7 @@ mod tests {
                 peak_rss_bytes: 1 << 20,
             }],
             one_process: true,
+            fsync: true,
             leader_at_end: Some(1),
             baseline: Some(Baseline {
                 fsync_micros_p50: 100.0,
@@ -528,6 +541,15 @@ mod tests {
         assert_eq!(json["processes"][0]["cpu_percent"], 50.0);
         assert_eq!(json["node_processes"], false);
         assert_eq!(json["errors"]["not_leader"], 3);
+        assert_eq!(json["fsync"], true);
+        assert!(report.header().contains("fsync on"), "{}", report.header());
+        let unsafe_report = RunReport {
+            fsync: false,
+            ..report
+        };
+        assert_eq!(unsafe_report.to_json()["fsync"], false);
+        let header = unsafe_report.header();
+        assert!(header.contains("UNSAFE: fsync off"), "{header}");
         // 300 µs over (100 + 100); 1 MB/s over 3 MB/s / 3 nodes.
         assert_eq!(json["ratios"]["p50_over_fsync_plus_rtt"], 1.5);
         assert_eq!(json["ratios"]["payload_bandwidth_over_disk_share"], 1.0);

@@ -230,6 +230,7 @@ mod tests {
                 peak_rss_bytes: 1 << 20,
                 processes: Vec::new(),
                 one_process: true,
+                fsync: true,
                 leader_at_end: Some(1),
                 baseline: None,
             },
