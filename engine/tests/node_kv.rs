@@ -259,8 +259,16 @@ fn converged(processes: &Processes, applied_min: u64) -> BTreeMap<String, String
             .filter_map(|id| status(processes.clients[id]))
             .collect();
         let applied: BTreeSet<&str> = statuses.iter().map(|s| s["applied"].as_str()).collect();
+        // The membership comes from metrics published every few
+        // milliseconds (and configuration entries never reach `apply`), so
+        // equal `applied` alone can still show a stale configuration.
+        let members: BTreeSet<(&str, &str)> = statuses
+            .iter()
+            .map(|s| (s["voters"].as_str(), s["learners"].as_str()))
+            .collect();
         let done = statuses.len() == processes.children.len()
             && applied.len() == 1
+            && members.len() == 1
             && statuses[0]["applied"].parse::<u64>().expect("a number") >= applied_min;
         if done {
             for status in &statuses[1..] {
