@@ -203,17 +203,33 @@ async fn damaged_follower_refetches_and_loses_nothing() {
     );
 
     wait_repaired(&cluster).await;
+    acknowledged.extend(propose_many(&cluster, 5, 200).await);
+    assert_all_applied(&cluster, &acknowledged).await;
     // The driver drops the persisted floor once the core cleared it.
     let deadline = tokio::time::Instant::now() + WAIT;
     while repair_file(&cluster, follower).exists() {
         assert!(
             tokio::time::Instant::now() < deadline,
-            "the repair file outlived the repair by {WAIT:?}"
+            "the repair file outlived the repair by {WAIT:?}: {:?}",
+            cluster
+                .nodes
+                .values()
+                .map(|node| {
+                    let m = node.metrics();
+                    (
+                        m.id,
+                        m.role,
+                        m.term,
+                        m.leader,
+                        m.commit_index,
+                        m.last_log_index,
+                        m.repair_pending,
+                    )
+                })
+                .collect::<Vec<_>>()
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    acknowledged.extend(propose_many(&cluster, 5, 200).await);
-    assert_all_applied(&cluster, &acknowledged).await;
     cluster.stop_all().await;
 }
 
