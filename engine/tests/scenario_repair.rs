@@ -10,6 +10,42 @@ mod common;
 use barge::core::{Config, InjectedBug, LogId, LogIndex, ProposeError, Role};
 use common::{payload, Cluster};
 
+/// What the history both floor tests share left behind.
+struct DamagedHistory {
+    leader: u64,
+    damaged: u64,
+    lagging: u64,
+    /// The entry committed on the leader and `damaged` only.
+    ticket: barge::core::ProposalTicket,
+    /// `damaged`'s last log id before the damage.
+    floor: LogId,
+}
+
+/// "only-on-two" is committed on the leader and one follower while the
+/// other is cut off; then the leader crashes and that follower restarts
+/// with the entry lost to damage.
+fn commit_on_two_then_damage(cluster: &mut Cluster) -> DamagedHistory {
+    let leader = cluster.elect();
+    let others: Vec<u64> = [1, 2, 3].into_iter().filter(|id| *id != leader).collect();
+    let (damaged, lagging) = (others[0], others[1]);
+    cluster.isolate(lagging);
+    let ticket = cluster.propose(leader, "only-on-two");
+    cluster.tick_all(3);
+    assert!(cluster.raft(leader).commit_index() >= ticket.last);
+    let floor = cluster.raft(damaged).last_log_id();
+    cluster.crash(leader);
+    cluster.crash_damaged(damaged, ticket.last);
+    cluster.heal();
+    cluster.restart(damaged);
+    DamagedHistory {
+        leader,
+        damaged,
+        lagging,
+        ticket,
+        floor,
+    }
+}
+
 /// Writes `count` entries through the leader and lets everyone catch up.
 fn commit_entries(cluster: &mut Cluster, leader: u64, count: usize) -> Vec<String> {
     let texts: Vec<String> = (0..count).map(|i| format!("entry-{i}")).collect();
@@ -62,20 +98,13 @@ fn damaged_follower_refetches_from_the_leader() {
 #[test]
 fn repairing_node_never_campaigns_and_refuses_stale_candidates() {
     let mut cluster = Cluster::new(&[1, 2, 3], Config::default());
-    let leader = cluster.elect();
-    let others: Vec<u64> = [1, 2, 3].into_iter().filter(|id| *id != leader).collect();
-    let (damaged, lagging) = (others[0], others[1]);
-    // Committed on the leader and `damaged` only.
-    cluster.isolate(lagging);
-    let ticket = cluster.propose(leader, "only-on-two");
-    cluster.tick_all(3);
-    assert!(cluster.raft(leader).commit_index() >= ticket.last);
-    let floor = cluster.raft(damaged).last_log_id();
-
-    cluster.crash(leader);
-    cluster.crash_damaged(damaged, ticket.last);
-    cluster.heal();
-    cluster.restart(damaged);
+    let DamagedHistory {
+        leader,
+        damaged,
+        lagging,
+        floor,
+        ..
+    } = commit_on_two_then_damage(&mut cluster);
     assert_eq!(cluster.raft(damaged).repair_floor(), Some(floor));
     for _ in 0..300 {
         cluster.tick_all(1);
@@ -114,17 +143,7 @@ fn without_the_floor_a_committed_entry_is_lost() {
         ..Config::default()
     };
     let mut cluster = Cluster::new(&[1, 2, 3], config);
-    let leader = cluster.elect();
-    let others: Vec<u64> = [1, 2, 3].into_iter().filter(|id| *id != leader).collect();
-    let (damaged, lagging) = (others[0], others[1]);
-    cluster.isolate(lagging);
-    let ticket = cluster.propose(leader, "only-on-two");
-    cluster.tick_all(3);
-    assert!(cluster.raft(leader).commit_index() >= ticket.last);
-    cluster.crash(leader);
-    cluster.crash_damaged(damaged, ticket.last);
-    cluster.heal();
-    cluster.restart(damaged);
+    let DamagedHistory { leader, ticket, .. } = commit_on_two_then_damage(&mut cluster);
     let new_leader = cluster.elect();
     assert_ne!(new_leader, leader);
     let committed_there = cluster.raft(new_leader).term_at(ticket.last);
