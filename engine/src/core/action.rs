@@ -95,7 +95,14 @@ pub enum Action {
     /// otherwise discard the whole log (§7). Then call
     /// [`super::Raft::handle_snapshot_installed`]. Ordered with the
     /// log-writing class: later `AppendBatches` follow `meta.last`.
-    InstallSnapshot(Snapshot),
+    InstallSnapshot {
+        /// The snapshot to restore and persist.
+        snapshot: Snapshot,
+        /// The core kept its log after `meta.last` (the log held that entry
+        /// with its term) and may have acknowledged it: the driver keeps the
+        /// stored log too. `false`: the whole log is superseded.
+        keep_suffix: bool,
+    },
 }
 
 impl Action {

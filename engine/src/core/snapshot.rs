@@ -249,7 +249,8 @@ impl Raft {
         // snapshot's last entry (§7); the configurations in that suffix
         // stay in force with it (sim finding F3: dropping them let a node
         // win an election under a configuration its log had left).
-        let kept: Vec<_> = if self.log.matches(last) {
+        let keep_suffix = self.log.matches(last);
+        let kept: Vec<_> = if keep_suffix {
             self.memberships
                 .iter()
                 .filter(|(index, _)| *index > last.index)
@@ -266,7 +267,10 @@ impl Raft {
         self.installing = Some(last);
         self.metrics.snapshots_installed += 1;
         self.snapshot = Some(snapshot.clone());
-        self.actions.push_back(Action::InstallSnapshot(snapshot));
+        self.actions.push_back(Action::InstallSnapshot {
+            snapshot,
+            keep_suffix,
+        });
     }
 
     pub(crate) fn snapshot_installed(&mut self, last: LogId) -> Result<(), DriverError> {

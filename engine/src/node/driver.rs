@@ -634,7 +634,10 @@ impl Driver {
                     }
                 }
                 Action::RequestSnapshot { applied } => self.take_snapshot(applied)?,
-                Action::InstallSnapshot(snapshot) => self.install_snapshot(snapshot)?,
+                Action::InstallSnapshot {
+                    snapshot,
+                    keep_suffix,
+                } => self.install_snapshot(snapshot, keep_suffix)?,
             }
         }
         Ok(())
@@ -861,7 +864,7 @@ impl Driver {
         self.snapshot_retry_tick = self.ticks + SNAPSHOT_RETRY_TICKS;
     }
 
-    fn install_snapshot(&mut self, snapshot: Snapshot) -> Result<(), NodeError> {
+    fn install_snapshot(&mut self, snapshot: Snapshot, keep_suffix: bool) -> Result<(), NodeError> {
         let last = snapshot.meta.last;
         // A local snapshot still being written would overwrite this newer
         // file, and its worker shares the log this may replace: let it
@@ -875,21 +878,12 @@ impl Driver {
         self.state_machine
             .restore(snapshot.data.clone())
             .map_err(|error| NodeError::Storage(format!("state machine restore: {error}")))?;
-        // Mirror the core's log change (§7): if the log holds the snapshot's
-        // last entry with its term, the core kept the entries after it (and
-        // may already have acknowledged them), so the log stays as it is.
-        // Otherwise the whole log is superseded and replaced by an empty one
-        // that continues after the snapshot.
-        let index = last.index.0;
-        let keeps_suffix = self
-            .wal()?
-            .read(index..=index, 1)
-            .ok()
-            .and_then(|batches| batches.into_iter().next())
-            .is_some_and(|batch| {
-                batch.first <= index && index <= batch.last && batch.term == last.term.0
-            });
-        if !keeps_suffix {
+        // Mirror the core's log change (§7), decided by the core: if its log
+        // held the snapshot's last entry with its term it kept the entries
+        // after it (and may already have acknowledged them), so the stored
+        // log stays as it is. Otherwise the whole log is superseded and
+        // replaced by an empty one that continues after the snapshot.
+        if !keep_suffix {
             let old = self
                 .wal
                 .take()

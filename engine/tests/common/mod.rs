@@ -290,7 +290,7 @@ impl Cluster {
                 }
                 Action::TruncateSuffix { after } => node.queued.push_back(Write::Truncate(after)),
                 Action::AppendBatches(batches) => node.queued.push_back(Write::Append(batches)),
-                Action::InstallSnapshot(snapshot) => {
+                Action::InstallSnapshot { snapshot, .. } => {
                     node.applied = decode_state(&snapshot.data);
                     node.applied_index = snapshot.meta.last.index;
                     node.queued.push_back(Write::Install(snapshot));

@@ -528,7 +528,7 @@ impl Cluster {
                 }
             }
             Action::RequestSnapshot { .. } => self.create_snapshot(slot)?,
-            Action::InstallSnapshot(snapshot) => {
+            Action::InstallSnapshot { snapshot, .. } => {
                 let state = StateMachine::restore(&snapshot.data)
                     .map_err(|error| format!("{id} received a damaged snapshot: {error}"))?;
                 if state.applied != snapshot.meta.last {
