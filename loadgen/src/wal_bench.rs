@@ -103,6 +103,15 @@ pub fn run(mut parser: lexopt::Parser) -> Result<()> {
     if !(1..=4 << 20).contains(&options.payload) {
         bail!("--payload must be between 1 byte and 4 MiB");
     }
+    if !(1..=64).contains(&options.inflight) {
+        bail!("--inflight must be between 1 and 64");
+    }
+    if !(1..=4096).contains(&options.segment_mib) {
+        bail!("--segment-mib must be between 1 and 4096");
+    }
+    if options.idle_spin_micros > 10_000 {
+        bail!("--idle-spin-micros must be at most 10000");
+    }
     let threads = options
         .threads
         .unwrap_or(2)
@@ -119,6 +128,9 @@ pub fn run(mut parser: lexopt::Parser) -> Result<()> {
 
     let config = WalConfig {
         backend: options.backend.clone(),
+        inflight_writes_max: options.inflight,
+        segment_bytes: options.segment_mib << 20,
+        idle_spin_micros: options.idle_spin_micros,
         ..WalConfig::default()
     };
     let write_bytes = (options.payload.saturating_mul(options.appenders))
