@@ -319,22 +319,11 @@ fn measure(options: &Options, threads: usize, config: WalConfig, dir: &Path) -> 
 /// User plus system CPU time of this process, from /proc/self/stat (0 if
 /// unreadable). On a shared machine this is steadier than wall time.
 fn process_cpu_seconds() -> f64 {
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
-        return 0.0;
-    };
-    // Fields after the parenthesised command name; utime and stime are the
-    // 14th and 15th fields overall.
-    let Some(rest) = stat.rsplit_once(')').map(|(_, rest)| rest) else {
-        return 0.0;
-    };
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |at: usize| {
-        fields
-            .get(at)
-            .and_then(|field| field.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    (ticks(11) + ticks(12)) / 100.0
+    std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .as_deref()
+        .and_then(crate::run::resources::cpu_seconds)
+        .unwrap_or(0.0)
 }
 
 fn report(

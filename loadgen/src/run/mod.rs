@@ -43,7 +43,7 @@ mod processes;
 pub(crate) mod protocol;
 mod remote;
 mod report;
-mod resources;
+pub(crate) mod resources;
 mod sweep;
 
 use std::path::{Path, PathBuf};

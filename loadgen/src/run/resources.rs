@@ -132,7 +132,7 @@ fn thread_group(name: &str) -> String {
 /// utime + stime from a /proc/<pid>/stat line. The command name (field 2)
 /// may hold spaces and parentheses, so fields are counted after its last
 /// `)`: utime and stime are fields 14 and 15 of the line.
-fn cpu_seconds(stat: &str) -> Option<f64> {
+pub(crate) fn cpu_seconds(stat: &str) -> Option<f64> {
     let after_name = &stat[stat.rfind(')')? + 1..];
     let mut fields = after_name.split_whitespace().skip(11);
     let user: u64 = fields.next()?.parse().ok()?;
