@@ -487,13 +487,11 @@ impl Writer {
         let started = Instant::now();
         let result = self.roll_inner();
         let counters = &self.shared.counters;
-        counters
-            .rolls
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        counters.rolls.fetch_add(1, Ordering::Relaxed);
         let nanos = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
         counters
             .roll_nanos_total
-            .fetch_add(nanos, std::sync::atomic::Ordering::Relaxed);
+            .fetch_add(nanos, Ordering::Relaxed);
         result
     }
 
@@ -541,7 +539,7 @@ impl Writer {
                     state.spare_counter
                 };
                 let counter = &self.shared.counters.spares_zero_filled;
-                counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                counter.fetch_add(1, Ordering::Relaxed);
                 prepare_spare(&*disk, self.shared.limits.segment_bytes, number)?
             }
         };

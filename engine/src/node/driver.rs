@@ -140,8 +140,6 @@ pub(super) struct Driver {
     /// job runs and `ticks` has reached `snapshot_retry_tick`.
     snapshot_wanted: bool,
     snapshot_retry_tick: u64,
-    /// Highest index a submitted snapshot job compacts the log up to.
-    compaction_covered: LogIndex,
     entries_scratch: Vec<Entry>,
     responses_scratch: Vec<Bytes>,
     /// The data directory holds a `repair` file (a damaged log is being
@@ -194,7 +192,6 @@ impl Driver {
             snapshots,
             snapshot_wanted: false,
             snapshot_retry_tick: 0,
-            compaction_covered: LogIndex(0),
             entries_scratch: Vec::new(),
             responses_scratch: Vec::new(),
             repair_file,
@@ -600,19 +597,10 @@ impl Driver {
                         submitted,
                     });
                 }
-                Action::CompactLog { up_to } => {
-                    // The core asks for this right after a snapshot is
-                    // created, and that snapshot's job compacts once its
-                    // file is durable. Compaction is optional, so anything
-                    // beyond (not expected) waits for the next snapshot.
-                    if up_to > self.compaction_covered {
-                        tracing::debug!(
-                            up_to = up_to.0,
-                            covered = self.compaction_covered.0,
-                            "compaction deferred to the next snapshot"
-                        );
-                    }
-                }
+                // The core asks for this right after a snapshot is created,
+                // and that snapshot's job compacts up to it once its file is
+                // durable (compaction is optional, so nothing else is due).
+                Action::CompactLog { .. } => {}
                 Action::Send { to, message } => self.send(to, message),
                 Action::Apply {
                     first,
@@ -855,7 +843,6 @@ impl Driver {
                 .as_ref()
                 .ok_or_else(|| NodeError::Storage("the log is closed".to_owned()))?,
         );
-        self.compaction_covered = self.compaction_covered.max(last.index);
         self.snapshots.submit(Snapshot { meta, data }, wal)
     }
 
