@@ -84,12 +84,17 @@ impl Raft {
             // The log is being replaced; its durable state is in flux.
             return;
         }
-        let durable = self.durable_last();
-        let caught_up = durable >= floor;
-        let committed_past = self.commit >= floor.index && durable.index >= floor.index;
-        if caught_up || committed_past {
+        if self.repair_done(floor) {
             self.repair_floor = None;
         }
+    }
+
+    /// Whether the durable state holds again everything `floor` stood for:
+    /// the durable log reaches it, or the commit index reaches its index on a
+    /// log durable that far (see the module docs).
+    fn repair_done(&self, floor: LogId) -> bool {
+        let durable = self.durable_last();
+        durable >= floor || (self.commit >= floor.index && durable.index >= floor.index)
     }
 
     /// The repair state's invariants, checked with the others after every
@@ -101,13 +106,12 @@ impl Raft {
         };
         let context = || format!("node {} term {}", self.id, self.term);
         if self.installing.is_none() {
-            let durable = self.durable_last();
             assert!(
-                durable < floor && !(self.commit >= floor.index && durable.index >= floor.index),
+                !self.repair_done(floor),
                 "{}: repair floor {} still set with durable {} and commit {}",
                 context(),
                 floor,
-                durable,
+                self.durable_last(),
                 self.commit
             );
         }
