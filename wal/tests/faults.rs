@@ -255,20 +255,63 @@ fn compaction_recycles_segments_as_spares() {
         .iter()
         .filter(|(n, _)| n.starts_with("spare"))
         .count();
-    assert!((1..=4).contains(&spares), "{:?}", disk.files());
+    // Retired segments become spares up to `spare_segments_max` (4).
+    assert!(
+        (removed.min(4)..=4).contains(&spares),
+        "removed {removed}: {:?}",
+        disk.files()
+    );
     assert!(matches!(
         wal.read(1..=1, 1),
         Err(WalError::Compacted { .. })
     ));
     let first = wal.first_index().expect("first");
     assert!(first <= 90, "compacted too far: {first}");
-    // The log keeps rolling into recycled spares without creating files.
+    // The log keeps rolling into the recycled spares instead of zero-filling
+    // new ones. Every new segment takes one spare, so (counting finished
+    // spares only, plus at most one the preparation thread may finish
+    // between the two reads) zero-filled = created + left - recycled; had
+    // the recycled files been dropped, it would be `recycled` higher.
+    let finished_spares = |disk: &FaultDisk| {
+        disk.files()
+            .iter()
+            .filter(|(n, _)| n.starts_with("spare") && n.ends_with(".wal"))
+            .count()
+    };
+    let recycled = finished_spares(&disk);
+    let zero_filled_before = wal.metrics().spares_zero_filled;
+    let segments_before = segments(&disk);
     for index in 101..=200u64 {
         wal.append(index, index, 1, payload(index, index, 1, index, 3000))
             .expect("append");
     }
     wal.sync().expect("sync");
-    assert!(disk.files().iter().all(|(name, _)| !name.ends_with(".tmp")));
+    let created = segments(&disk) - segments_before;
+    let left = finished_spares(&disk);
+    let zero_filled = (wal.metrics().spares_zero_filled - zero_filled_before) as usize;
+    assert!(
+        created > recycled,
+        "the second round should outgrow the recycled spares: created {created}, recycled {recycled}"
+    );
+    assert!(
+        zero_filled <= created + left + 1 - recycled,
+        "zero-filled {zero_filled} spares for {created} new segments with {recycled} recycled \
+         and {left} left: {:?}",
+        disk.files()
+    );
+    assert!(
+        left <= 4,
+        "more spares than spare_segments_max: {:?}",
+        disk.files()
+    );
+    // The preparation thread may be filling a `.tmp` right now; closing the
+    // log joins it, after which none may be left behind.
+    drop(wal);
+    assert!(
+        disk.files().iter().all(|(name, _)| !name.ends_with(".tmp")),
+        "{:?}",
+        disk.files()
+    );
 }
 
 #[test]
