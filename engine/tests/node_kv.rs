@@ -352,7 +352,7 @@ fn kv_three_processes() {
 
     // Writes on a follower are redirected to the leader; reads are served
     // by every node and see the acknowledged write.
-    let (leader, reply) = command(&processes, 1, "PUT colour blue");
+    let (_, reply) = command(&processes, 1, "PUT colour blue");
     assert_eq!(reply, "OK");
     for id in 1..=3 {
         assert_eq!(
@@ -361,13 +361,26 @@ fn kv_three_processes() {
             "node {id}"
         );
     }
-    let follower = if leader == 1 { 2 } else { 1 };
-    let reply = send(processes.clients[&follower], b"PUT colour red").expect("put");
-    assert_eq!(reply, format!("REDIRECT {}", processes.clients[&leader]));
+    // A write on a follower is redirected to the leader. The value is the
+    // one stored: should leadership have moved to that node, it applies
+    // there and changes nothing; then the leader is looked up again.
+    let deadline = Instant::now() + WAIT;
+    let (leader, follower) = loop {
+        let (leader, _) = command(&processes, 1, "PUT colour blue");
+        let follower = if leader == 1 { 2 } else { 1 };
+        let reply = send(processes.clients[&follower], b"PUT colour blue");
+        let redirect = format!("REDIRECT {}", processes.clients[&leader]);
+        if reply.as_ref().is_ok_and(|reply| *reply == redirect) {
+            break (leader, follower);
+        }
+        assert!(Instant::now() < deadline, "{reply:?}, expected {redirect}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
 
-    // Compare-and-set and delete.
-    let leader_client = processes.clients[&leader];
-    let exchange = |line: &str| send(leader_client, line.as_bytes()).expect("reply");
+    // Compare-and-set and delete, sent on to whoever leads (the answers
+    // assume no write is retried after an unknown outcome: such a retry
+    // needs a leader change in the middle of a request).
+    let exchange = |line: &str| command(&processes, leader, line).1;
     assert_eq!(exchange("CAS colour red green"), "MISMATCH");
     assert_eq!(exchange("CAS colour blue green"), "OK");
     assert_eq!(exchange("GET colour"), "OK green");
@@ -375,11 +388,14 @@ fn kv_three_processes() {
     assert_eq!(exchange("DEL colour"), "OK 0");
     assert_eq!(exchange("GET colour"), "NONE");
 
-    // Bad input gets a clear error, never a crash.
-    assert!(exchange("FLY away").starts_with("FAIL invalid"));
-    assert!(exchange("PUT onlykey").starts_with("FAIL invalid"));
-    assert!(exchange(&format!("PUT {} v", "k".repeat(300))).starts_with("FAIL invalid"));
-    assert!(exchange(&format!("PUT k {}", "v".repeat(5000))).starts_with("FAIL invalid"));
+    // Bad input gets a clear error, never a crash (any node refuses it
+    // before consulting the cluster).
+    let leader_client = processes.clients[&leader];
+    let refused = |line: &str| send(leader_client, line.as_bytes()).expect("reply");
+    assert!(refused("FLY away").starts_with("FAIL invalid"));
+    assert!(refused("PUT onlykey").starts_with("FAIL invalid"));
+    assert!(refused(&format!("PUT {} v", "k".repeat(300))).starts_with("FAIL invalid"));
+    assert!(refused(&format!("PUT k {}", "v".repeat(5000))).starts_with("FAIL invalid"));
     let reply = send(leader_client, &[b'G', b'E', b'T', b' ', 0xff, 0xfe]).expect("reply");
     assert_eq!(reply, "FAIL invalid: not UTF-8");
     // An endless line is cut off with an error and the connection closed.
@@ -394,35 +410,67 @@ fn kv_three_processes() {
         reply.starts_with("FAIL invalid: line longer than"),
         "{reply:?}"
     );
-    // Several commands on one connection are answered in order.
-    let mut stream = TcpStream::connect(leader_client).expect("connect");
-    stream
-        .write_all(b"PUT a 1\nPUT b 2\nGET a\nGET b\n")
-        .expect("write");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
-    let replies: Vec<String> = BufReader::new(stream)
-        .lines()
-        .take(4)
-        .map(|line| line.expect("line"))
-        .collect();
-    assert_eq!(replies, ["OK", "OK", "OK 1", "OK 2"]);
+    // Several commands on one connection are answered in order (sent
+    // again, following a redirect, while leadership moves: they are
+    // idempotent).
+    let deadline = Instant::now() + WAIT;
+    let mut target = leader_client;
+    loop {
+        let mut stream = TcpStream::connect(target).expect("connect");
+        stream
+            .write_all(b"PUT a 1\nPUT b 2\nGET a\nGET b\n")
+            .expect("write");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        let replies: Vec<String> = BufReader::new(stream)
+            .lines()
+            .take(4)
+            .map(|line| line.expect("line"))
+            .collect();
+        if replies == ["OK", "OK", "OK 1", "OK 2"] {
+            break;
+        }
+        let settling = ["REDIRECT", "FAIL", "MAYBE"];
+        let unsettled = replies.iter().any(|reply| {
+            settling.iter().any(|shape| reply.starts_with(shape)) && !reply.contains("invalid")
+        });
+        assert!(unsettled && Instant::now() < deadline, "{replies:?}");
+        if let Some(address) = replies
+            .iter()
+            .find_map(|reply| reply.strip_prefix("REDIRECT "))
+        {
+            target = address.parse().expect("an address");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
     // Membership requests name nodes of --peers only.
     for line in ["VOTERS 1,9", "VOTERS 1,x", "VOTERS", "LEARNER 9", "LEARNER"] {
-        assert!(exchange(line).starts_with("FAIL invalid"), "{line}");
+        assert!(refused(line).starts_with("FAIL invalid"), "{line}");
     }
 
     // STATUS: every node knows the leader and the voters, and agrees on
     // the state and log hashes once it has applied as much as the others.
     let common = converged(&processes, 1);
     assert_eq!((&*common["voters"], &*common["learners"]), ("1,2,3", "-"));
-    for id in 1..=3 {
-        let fields = status(processes.clients[&id]).expect("status");
-        assert_eq!(fields["id"], id.to_string());
-        assert_eq!(fields["leader"], leader.to_string());
-        assert!(fields["term"].parse::<u64>().expect("term") >= 1);
-        assert_eq!(fields["state"].len(), 16, "{fields:?}");
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let statuses: Vec<_> = (1..=3).map(|id| status(processes.clients[&id])).collect();
+        let leaders: BTreeSet<_> = statuses
+            .iter()
+            .flatten()
+            .map(|s| s["leader"].clone())
+            .collect();
+        if statuses.iter().all(Option::is_some) && leaders.len() == 1 && !leaders.contains("0") {
+            for (id, fields) in (1..=3).zip(statuses.iter().flatten()) {
+                assert_eq!(fields["id"], id.to_string());
+                assert!(fields["term"].parse::<u64>().expect("term") >= 1);
+                assert_eq!(fields["state"].len(), 16, "{fields:?}");
+            }
+            break;
+        }
+        assert!(Instant::now() < deadline, "no common leader: {statuses:?}");
+        std::thread::sleep(Duration::from_millis(50));
     }
 
     // Membership: remove a follower, write without it, add it back as a

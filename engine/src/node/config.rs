@@ -303,6 +303,55 @@ impl NodeConfig {
         Ok(config)
     }
 
+    /// A configuration from a whole command line of `--flag value` pairs
+    /// (program name left out): the flags of [`NodeConfig::from_flags`] and
+    /// the program's own `required` flags, whose values come back in the
+    /// order `required` names them.
+    ///
+    /// ```no_run
+    /// use barge::node::NodeConfig;
+    ///
+    /// let args: Vec<String> = std::env::args().skip(1).collect();
+    /// let (config, [clients]) = NodeConfig::from_args(&args, ["--clients"])?;
+    /// # Ok::<(), barge::node::ConfigError>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`ConfigError::CommandLine`] if an argument is not in a pair, a flag
+    /// repeats or is unknown; [`ConfigError::Flag`] naming a missing flag;
+    /// the errors of [`NodeConfig::from_flags`].
+    pub fn from_args<'a, const N: usize>(
+        args: &'a [String],
+        required: [&'static str; N],
+    ) -> Result<(NodeConfig, [&'a str; N]), ConfigError> {
+        let mut flags = BTreeMap::new();
+        for pair in args.chunks(2) {
+            let [flag, value] = pair else {
+                return Err(ConfigError::CommandLine(format!(
+                    "every flag takes one value; {:?} has none",
+                    pair[0]
+                )));
+            };
+            if flags.insert(flag.as_str(), value.as_str()).is_some() {
+                return Err(ConfigError::CommandLine(format!("{flag} is given twice")));
+            }
+        }
+        if let Some(flag) = required.iter().find(|flag| !flags.contains_key(*flag)) {
+            let reason = "required".to_owned();
+            return Err(ConfigError::Flag { flag, reason });
+        }
+        // Every required flag is present: checked just above.
+        let values = required.map(|flag| flags.remove(flag).unwrap_or_default());
+        let config = NodeConfig::from_flags(&mut flags)?;
+        if !flags.is_empty() {
+            let unknown: Vec<&str> = flags.into_keys().collect();
+            return Err(ConfigError::CommandLine(format!(
+                "unknown flags {unknown:?}"
+            )));
+        }
+        Ok((config, values))
+    }
+
     /// Checks the configuration as a whole.
     ///
     /// # Errors
@@ -396,6 +445,10 @@ pub enum ConfigError {
         /// What is wrong.
         reason: String,
     },
+    /// A command line is not `--flag value` pairs of known flags, each
+    /// given once ([`NodeConfig::from_args`]).
+    #[error("{0}")]
+    CommandLine(String),
     /// The core's timers or bounds are inconsistent.
     #[error("raft: {0}")]
     Raft(core::ConfigError),
@@ -569,6 +622,60 @@ mod tests {
             let error = NodeConfig::from_flags(&mut flags).expect_err(reason);
             assert!(error.to_string().contains(reason), "{reason}: {error}");
         }
+    }
+
+    #[test]
+    fn command_lines_are_pairs_of_known_flags() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let ids = [PeerId(1), PeerId(2)];
+        barge_net::tls::write_dev_cluster(dir.path(), ClusterId(7), &ids).expect("certificates");
+        let certs = dir.path().to_str().expect("a UTF-8 temporary path");
+        let line = |extra: &[&str]| -> Vec<String> {
+            let peers = "1=127.0.0.1:7001,2=127.0.0.1:7002";
+            let base = [
+                "--id",
+                "1",
+                "--peers",
+                peers,
+                "--data-dir",
+                "data",
+                "--certs",
+                certs,
+            ];
+            base.iter()
+                .chain(extra)
+                .map(|arg| (*arg).to_owned())
+                .collect()
+        };
+        let args = line(&["--clients", "mine", "--start", "existing"]);
+        let (config, [clients]) = NodeConfig::from_args(&args, ["--clients"]).expect("valid");
+        assert_eq!(
+            (config.id, config.start, clients),
+            (NodeId(1), StartMode::Existing, "mine")
+        );
+        let (_, []) = NodeConfig::from_args(&line(&[]), []).expect("no program flags");
+        for (extra, reason) in [
+            (
+                &["--clients"][..],
+                "every flag takes one value; \"--clients\" has none",
+            ),
+            (
+                &["--clients", "a", "--clients", "b"],
+                "--clients is given twice",
+            ),
+            (&["--id", "2"], "--id is given twice"),
+            (&["--client", "a"], "--clients: required"),
+            (
+                &["--clients", "a", "--bogus", "b"],
+                "unknown flags [\"--bogus\"]",
+            ),
+        ] {
+            let error = NodeConfig::from_args(&line(extra), ["--clients"]).expect_err(reason);
+            assert!(error.to_string().contains(reason), "{reason}: {error}");
+        }
+        let args = line(&["--clients", "a", "--start", "old"]);
+        let error = NodeConfig::from_args(&args, ["--clients"]).expect_err("a bad node flag");
+        assert!(error.to_string().contains("start mode \"old\""), "{error}");
     }
 
     #[test]
