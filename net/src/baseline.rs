@@ -1,6 +1,6 @@
 //! The raw quinn baseline: the same chunks over one bare quinn stream, with
-//! the same TLS (cluster CA, mTLS, ring) and the same transport parameters
-//! as [`crate::QuicTransport`], but no framing, queues, handshake frame or
+//! the same TLS (cluster CA, mTLS, ring), the same transport parameters and
+//! the same socket buffer sizes as [`crate::QuicTransport`], but no framing, queues, handshake frame or
 //! delivery. Throughput of the transport is quoted as a fraction of this,
 //! measured in the same run.
 
@@ -14,7 +14,7 @@ use bytes::Bytes;
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 
 use crate::config::{ClusterId, Config, PeerId};
-use crate::quic::{transport_config, StartError};
+use crate::quic::{size_socket_buffers, transport_config, StartError};
 use crate::tls::{self, node_name, DevCa, TlsError};
 
 /// Why the baseline could not run.
@@ -101,8 +101,26 @@ pub async fn run(
     ));
     client.transport_config(transport);
 
-    let server_endpoint = quinn::Endpoint::server(server, loopback)?;
-    let mut client_endpoint = quinn::Endpoint::client(loopback)?;
+    // Bound here so the sockets get the transport's buffer sizes too.
+    let socket = |config: &Config| -> Result<std::net::UdpSocket, BaselineError> {
+        let socket = std::net::UdpSocket::bind(loopback)?;
+        size_socket_buffers(&socket, config)?;
+        Ok(socket)
+    };
+    let runtime = quinn::default_runtime()
+        .ok_or_else(|| StartError::Config("not inside a Tokio runtime".to_owned()))?;
+    let server_endpoint = quinn::Endpoint::new(
+        quinn::EndpointConfig::default(),
+        Some(server),
+        socket(&server_config)?,
+        Arc::clone(&runtime),
+    )?;
+    let mut client_endpoint = quinn::Endpoint::new(
+        quinn::EndpointConfig::default(),
+        None,
+        socket(&client_config)?,
+        runtime,
+    )?;
     client_endpoint.set_default_client_config(client);
     let server_address = server_endpoint.local_addr()?;
 

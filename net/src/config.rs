@@ -125,7 +125,28 @@ pub struct Config {
     /// 65527-byte packets no faster than 1452-byte ones. At most 65527;
     /// below 1200 turns discovery off (packets stay at 1200 B).
     pub mtu_upper_bound_bytes: u16,
+    /// Kernel receive buffer of the node's UDP socket (`SO_RCVBUF`), in
+    /// bytes; 0 keeps the operating system's default. Every peer's packets
+    /// land in this one buffer, and whatever arrives while it is full is
+    /// dropped by the kernel: QUIC then retransmits and its congestion
+    /// controller halves the sending rate. Linux's default (about 208 KiB,
+    /// 3 to 4 GSO bursts of 10 packets) overflowed under 16 KiB batches
+    /// whenever the network thread was briefly off the CPU. The default,
+    /// 8 MiB, covers a few milliseconds of a gigabyte per second. Linux
+    /// caps the request at `net.core.rmem_max` (raise that sysctl to get
+    /// the full size; the transport logs the size it got). At most
+    /// 1 GiB.
+    pub socket_receive_buffer_bytes: usize,
+    /// Kernel send buffer of the node's UDP socket (`SO_SNDBUF`), in bytes;
+    /// 0, the default, keeps the operating system's. A full send buffer
+    /// only makes quinn wait for the socket to become writable (nothing is
+    /// lost), and on loopback the kernel hands each packet to the receiver
+    /// at once. Capped by `net.core.wmem_max`; at most 1 GiB.
+    pub socket_send_buffer_bytes: usize,
 }
+
+/// The largest socket buffer size a [`Config`] may ask for.
+pub const SOCKET_BUFFER_BYTES_MAX: usize = 1 << 30;
 
 impl Config {
     /// A configuration with the default bounds for a LAN.
@@ -160,6 +181,8 @@ impl Config {
             connection_receive_window_bytes: 8 * 1024 * 1024,
             send_window_bytes: 8 * 1024 * 1024,
             mtu_upper_bound_bytes: 1452,
+            socket_receive_buffer_bytes: 8 * 1024 * 1024,
+            socket_send_buffer_bytes: 0,
         }
     }
 }

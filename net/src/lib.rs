@@ -114,10 +114,10 @@ pub mod transport;
 
 /// Re-exported so callers build frames without naming the `bytes` crate.
 pub use bytes::Bytes;
-pub use config::{ClusterId, Config, PeerId, PROTOCOL_VERSION};
+pub use config::{ClusterId, Config, PeerId, PROTOCOL_VERSION, SOCKET_BUFFER_BYTES_MAX};
 pub use frame::{Frame, FrameDecoder, FrameError, FrameHeader, FrameKind, TrafficClass};
 pub use handshake::{CloseReason, HandshakeError, Hello};
 pub use memory::{Faults, MemoryConfig, MemoryNetwork, MemoryTransport};
-pub use quic::{QuicTransport, StartError};
+pub use quic::{size_socket_buffers, QuicTransport, StartError};
 pub use tls::{DevCa, NodeIdentity, TlsError};
 pub use transport::{CounterSnapshot, Delivery, Incoming, SendError, Transport};

@@ -39,7 +39,7 @@ use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use quinn::Connection;
 use tokio::sync::{mpsc, watch};
 
-use crate::config::{Config, PeerId};
+use crate::config::{Config, PeerId, SOCKET_BUFFER_BYTES_MAX};
 use crate::frame::{Frame, FrameKind, TrafficClass};
 use crate::handshake::{CloseReason, HandshakeError, Hello};
 use crate::tls::{self, verify_peer_certificate, TlsError};
@@ -60,6 +60,16 @@ pub enum StartError {
     Bind {
         /// The address from the configuration.
         address: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// A socket option from the configuration could not be set.
+    #[error("cannot set {option} on {address}: {source}")]
+    Socket {
+        /// The socket's address.
+        address: SocketAddr,
+        /// The option, for example `SO_RCVBUF`.
+        option: &'static str,
         /// The OS error.
         source: std::io::Error,
     },
@@ -120,6 +130,68 @@ pub fn transport_config(config: &Config) -> Result<quinn::TransportConfig, Start
     Ok(transport)
 }
 
+/// Applies the configured kernel buffer sizes to the node's UDP socket
+/// before quinn takes it over (see [`Config::socket_receive_buffer_bytes`]).
+/// Linux silently caps a request at `net.core.rmem_max` / `wmem_max`; the
+/// size obtained is logged, with a hint when it is smaller than asked.
+///
+/// # Errors
+/// [`StartError::Config`] for a size above [`SOCKET_BUFFER_BYTES_MAX`],
+/// [`StartError::Socket`] if the OS refuses the option.
+pub fn size_socket_buffers(
+    socket: &std::net::UdpSocket,
+    config: &Config,
+) -> Result<(), StartError> {
+    let address = socket.local_addr().unwrap_or(config.listen);
+    let socket = socket2::SockRef::from(socket);
+    let settings = [
+        (
+            "SO_RCVBUF",
+            "net.core.rmem_max",
+            config.socket_receive_buffer_bytes,
+        ),
+        (
+            "SO_SNDBUF",
+            "net.core.wmem_max",
+            config.socket_send_buffer_bytes,
+        ),
+    ];
+    for (option, sysctl, requested) in settings {
+        if requested == 0 {
+            continue;
+        }
+        if requested > SOCKET_BUFFER_BYTES_MAX {
+            return Err(StartError::Config(format!(
+                "{option} of {requested} bytes is above the maximum of {SOCKET_BUFFER_BYTES_MAX}"
+            )));
+        }
+        let failed = |source| StartError::Socket {
+            address,
+            option,
+            source,
+        };
+        let obtained = if option == "SO_RCVBUF" {
+            socket.set_recv_buffer_size(requested).map_err(failed)?;
+            socket.recv_buffer_size().map_err(failed)?
+        } else {
+            socket.set_send_buffer_size(requested).map_err(failed)?;
+            socket.send_buffer_size().map_err(failed)?
+        };
+        // Linux reports twice the usable size (it reserves half for its
+        // own bookkeeping), so a granted request reads back at least as
+        // large as asked.
+        if obtained < requested {
+            tracing::info!(
+                %address, option, requested, obtained,
+                "socket buffer capped by the kernel; raise {sysctl} for the configured size"
+            );
+        } else {
+            tracing::debug!(%address, option, requested, obtained, "socket buffer sized");
+        }
+    }
+    Ok(())
+}
+
 impl QuicTransport {
     /// Binds the endpoint and starts dialling every peer. Returns the
     /// transport and the receiver of frames from peers.
@@ -160,6 +232,7 @@ impl QuicTransport {
                 config.identity.node, config.identity.cluster, config.node, config.cluster
             )));
         }
+        size_socket_buffers(&socket, &config)?;
         let transport = Arc::new(transport_config(&config)?);
         let server_crypto = tls::server_crypto(&config.identity, config.protocol_version)?;
         let client_crypto = tls::client_crypto(&config.identity, config.protocol_version)?;
@@ -465,4 +538,60 @@ pub(crate) async fn accept_streams(shared: Arc<Shared>, peer: PeerId, connection
     // Dropping the JoinSet aborts the readers: the connection is gone.
     drop(snapshot_streams);
     readers.shutdown().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{ClusterId, DevCa};
+
+    fn config() -> Config {
+        let ca = DevCa::generate(ClusterId(3)).expect("generate CA");
+        let identity = ca.issue(PeerId(1)).expect("issue");
+        let listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        Config::new(PeerId(1), ClusterId(3), listen, BTreeMap::new(), identity)
+    }
+
+    #[test]
+    fn socket_buffers_take_the_configured_sizes() {
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let reference = socket2::SockRef::from(&socket);
+        let default_bytes = reference.recv_buffer_size().expect("SO_RCVBUF");
+        // Smaller than any Linux default, so the kernel cannot refuse it and
+        // the read-back shows it was applied.
+        let requested = 16 * 1024;
+        assert!(default_bytes > 2 * requested, "default {default_bytes}");
+        let mut config = config();
+        config.socket_receive_buffer_bytes = requested;
+        config.socket_send_buffer_bytes = requested;
+        size_socket_buffers(&socket, &config).expect("sizes applied");
+        let receive = reference.recv_buffer_size().expect("SO_RCVBUF");
+        let send = reference.send_buffer_size().expect("SO_SNDBUF");
+        assert!(
+            (requested..default_bytes).contains(&receive),
+            "receive buffer {receive}"
+        );
+        assert!(
+            (requested..default_bytes).contains(&send),
+            "send buffer {send}"
+        );
+    }
+
+    #[test]
+    fn zero_keeps_the_default_and_oversized_buffers_are_refused() {
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let reference = socket2::SockRef::from(&socket);
+        let default_bytes = reference.recv_buffer_size().expect("SO_RCVBUF");
+        let mut config = config();
+        config.socket_receive_buffer_bytes = 0;
+        config.socket_send_buffer_bytes = 0;
+        size_socket_buffers(&socket, &config).expect("nothing to apply");
+        assert_eq!(
+            reference.recv_buffer_size().expect("SO_RCVBUF"),
+            default_bytes
+        );
+        config.socket_receive_buffer_bytes = SOCKET_BUFFER_BYTES_MAX + 1;
+        let error = size_socket_buffers(&socket, &config).expect_err("too large");
+        assert!(matches!(error, StartError::Config(_)), "{error}");
+    }
 }
