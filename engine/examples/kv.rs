@@ -164,12 +164,11 @@ impl Server {
             line.clear();
             // At most one byte more than a line may hold: memory stays bounded.
             let mut bounded = (&mut stream).take(LINE_BYTES_MAX as u64 + 1);
-            if bounded.read_until(b'\n', &mut line).await? == 0 {
-                return Ok(());
-            }
+            let read = bounded.read_until(b'\n', &mut line).await?;
             let reply = match std::str::from_utf8(&line) {
+                _ if read == 0 => return Ok(()),
                 // The rest of the line cannot be told from a new request: hang up.
-                _ if line.len() > LINE_BYTES_MAX && !line.ends_with(b"\n") => break,
+                _ if read > LINE_BYTES_MAX && !line.ends_with(b"\n") => break,
                 Ok(text) => self.reply(text).await,
                 Err(_) => "FAIL invalid: not UTF-8".to_owned(),
             };

@@ -327,10 +327,8 @@ impl NodeConfig {
         let mut flags = BTreeMap::new();
         for pair in args.chunks(2) {
             let [flag, value] = pair else {
-                return Err(ConfigError::CommandLine(format!(
-                    "every flag takes one value; {:?} has none",
-                    pair[0]
-                )));
+                let odd = "every flag takes one value, but the arguments do not pair up";
+                return Err(ConfigError::CommandLine(format!("{odd} (last: {pair:?})")));
             };
             if flags.insert(flag.as_str(), value.as_str()).is_some() {
                 return Err(ConfigError::CommandLine(format!("{flag} is given twice")));
@@ -655,10 +653,7 @@ mod tests {
         );
         let (_, []) = NodeConfig::from_args(&line(&[]), []).expect("no program flags");
         for (extra, reason) in [
-            (
-                &["--clients"][..],
-                "every flag takes one value; \"--clients\" has none",
-            ),
+            (&["--clients"][..], "do not pair up (last: [\"--clients\"])"),
             (
                 &["--clients", "a", "--clients", "b"],
                 "--clients is given twice",
