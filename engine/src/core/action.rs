@@ -7,7 +7,7 @@ use bytes::Bytes;
 
 use super::batch::{Batch, Entry};
 use super::message::{Message, SnapshotMeta};
-use super::types::{HardState, LogId, LogIndex, NodeId, ReadId, Term};
+use super::types::{HardState, LogGeneration, LogId, LogIndex, NodeId, ReadId, Term};
 
 /// One output of the core, drained with [`super::Raft::poll_action`].
 ///
@@ -153,6 +153,15 @@ pub struct Persisted {
     /// campaigns; see [`super::Raft::repair_floor`]. `None` for an intact
     /// log. A floor the recovered log already reaches is ignored.
     pub lost: Option<LogId>,
+    /// How many times this node's log went back. The driver increments it
+    /// durably *before* it cuts a damaged log (whenever it sets or raises
+    /// `lost`) and never lowers it, also after the floor clears: the core
+    /// sends it with every answer to an append, and a leader trusts an
+    /// answer of an older generation no more than a stale one. Starting
+    /// with a lower value than a previous run sent makes leaders ignore this
+    /// node's answers until a new leader is elected (liveness, not safety).
+    /// 0 for a node whose log never went back.
+    pub log_generation: LogGeneration,
 }
 
 /// The role a node plays now.
@@ -343,4 +352,8 @@ pub struct Metrics {
     /// The repair floor while this node refetches entries it lost to
     /// damage (it neither campaigns nor votes for candidates behind it).
     pub repair_floor: Option<LogId>,
+    /// Times a follower answered this node, as leader, with a newer log
+    /// generation while holding less than it had acknowledged: its log went
+    /// back (damage), its match point was lowered and it is probed again.
+    pub followers_went_back: u64,
 }

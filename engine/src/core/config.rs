@@ -81,6 +81,12 @@ pub enum InjectedBug {
     /// (vote as if the lost entries had never been acknowledged, and
     /// campaign freely).
     RepairWithoutVoteFloor,
+    /// A leader ignores the log generation of append answers (every answer
+    /// counts as the follower's latest), so it never notices that a
+    /// follower lost entries it acknowledged: the follower is never
+    /// repaired while that leader lasts (a liveness bug; scenario tests
+    /// catch it).
+    IgnoreLogGeneration,
 }
 
 /// Why a [`Config`] is unusable.

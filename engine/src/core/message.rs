@@ -5,7 +5,7 @@ use bytes::Bytes;
 
 use super::batch::Batch;
 use super::membership::Membership;
-use super::types::{LogId, LogIndex, NodeId, Term};
+use super::types::{LogGeneration, LogId, LogIndex, NodeId, Term};
 
 /// One message from one node to another.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -102,14 +102,27 @@ pub enum MessageBody {
 }
 
 /// How an append went on the follower.
+///
+/// Both answers carry the follower's [`LogGeneration`]: a leader compares
+/// it with the highest it has seen from that follower. Higher means the
+/// follower's log went back (it lost entries to damage) since the leader
+/// last heard, so what it acknowledged before no longer counts; lower means
+/// the answer was sent before such a loss and is stale, however the network
+/// reordered it; equal means nothing was lost in between, so a rejection at
+/// or below the match point is merely reordered behind a later
+/// acknowledgement.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AppendResult {
     /// The follower's log matches the leader's up to `match_index`, durably.
     Success {
         /// The highest index known to match.
         match_index: LogIndex,
+        /// The follower's log generation when it answered.
+        generation: LogGeneration,
     },
-    /// The follower's log did not contain `prev`.
+    /// The follower's log did not contain `prev` (or, in answer to a
+    /// heartbeat, `rejected` is the heartbeat's commit index and the
+    /// follower lacks it or is still refetching lost entries).
     Reject {
         /// The `prev.index` that was refused.
         rejected: LogIndex,
@@ -117,6 +130,8 @@ pub enum AppendResult {
         /// is shorter, else the first index of the conflicting term and that
         /// term (fast backtracking, §5.3 end, thesis §3.5).
         hint: LogId,
+        /// The follower's log generation when it answered.
+        generation: LogGeneration,
     },
 }
 

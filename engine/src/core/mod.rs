@@ -132,4 +132,4 @@ pub use config::{Config, ConfigError};
 pub use membership::{Membership, MembershipChange, MembershipError, MEMBERS_MAX};
 pub use message::{AppendResult, Message, MessageBody, SnapshotChunk, SnapshotMeta};
 pub use raft::{DriverError, Raft};
-pub use types::{HardState, LogId, LogIndex, NodeId, ReadId, Term};
+pub use types::{HardState, LogGeneration, LogId, LogIndex, NodeId, ReadId, Term};

@@ -6,7 +6,7 @@
 use std::collections::VecDeque;
 
 use super::action::Snapshot;
-use super::types::{LogId, LogIndex};
+use super::types::{LogGeneration, LogId, LogIndex};
 
 /// How the leader currently replicates to a follower.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -38,8 +38,13 @@ pub(crate) enum ProgressState {
 #[derive(Clone, Debug)]
 pub(crate) struct Progress {
     pub(crate) state: ProgressState,
-    /// Highest index known replicated (durably) on the follower.
+    /// Highest index known replicated (durably) on the follower, in
+    /// `generation`.
     pub(crate) match_index: LogIndex,
+    /// The follower's latest log generation seen (see
+    /// [`super::message::AppendResult`]): answers of an older one are
+    /// stale, and only answers of this one raise `match_index`.
+    pub(crate) generation: LogGeneration,
     /// Next index to send.
     pub(crate) next_index: LogIndex,
     /// Last index and bytes of each append in flight, oldest first.
@@ -73,6 +78,7 @@ impl Progress {
         Progress {
             state: ProgressState::Probe { paused: false },
             match_index: LogIndex(0),
+            generation: LogGeneration(0),
             next_index,
             inflight: VecDeque::new(),
             inflight_bytes: 0,
@@ -119,10 +125,35 @@ impl Progress {
         }
     }
 
-    /// The follower holds everything up to `index`. Returns whether this
-    /// was news.
-    pub(crate) fn acknowledged(&mut self, index: LogIndex) -> bool {
+    /// Takes note of the log generation of an answer that shows the
+    /// follower holds (at most) `held` now. Returns false for an answer of
+    /// an older generation: sent before the follower's log went back, it is
+    /// stale and ignored. A newer generation means the follower lost entries
+    /// since it acknowledged `match_index`: the match point falls to what
+    /// the answer shows it holds, and the leader probes from there (a
+    /// snapshot being streamed goes on: it does not depend on the log).
+    pub(crate) fn generation_seen(&mut self, generation: LogGeneration, held: LogIndex) -> bool {
         self.recent_active = true;
+        if generation < self.generation {
+            return false;
+        }
+        if generation > self.generation {
+            self.generation = generation;
+            self.match_index = self.match_index.min(held);
+            self.stalled_heartbeats = 0;
+            if !matches!(self.state, ProgressState::Snapshot { .. }) {
+                self.become_probe();
+            }
+        }
+        true
+    }
+
+    /// The follower, in log generation `generation`, holds everything up to
+    /// `index`. Returns whether this was news.
+    pub(crate) fn acknowledged(&mut self, index: LogIndex, generation: LogGeneration) -> bool {
+        if !self.generation_seen(generation, index) {
+            return false;
+        }
         let news = index > self.match_index;
         if news {
             self.match_index = index;
@@ -146,26 +177,35 @@ impl Progress {
         news
     }
 
-    /// The follower refused an append whose previous entry was `rejected`;
-    /// retry from `next` (already computed from the hint). Returns false
-    /// for a stale rejection that changes nothing.
+    /// The follower, in log generation `generation`, refused an append
+    /// whose previous entry was `rejected`; retry from `next` (already
+    /// computed from the hint). Returns false for a stale rejection that
+    /// changes nothing.
     ///
-    /// A retry point at or below the match point means the follower no
-    /// longer holds entries it acknowledged: it cut a damaged log back
-    /// (`repair.rs`; it also says so in answer to a heartbeat whose commit
-    /// index it lacks). The match point moves back to what the follower
-    /// still holds and the leader probes from there; otherwise it would
-    /// resend from the old match point, or nothing at all, forever. A
-    /// follower that lost nothing never hints below the match point (its
-    /// log agrees with the leader's up to it), so only a rejection reordered
-    /// behind a later acknowledgement looks the same: that costs one probe,
-    /// and commitment never moves back.
-    pub(crate) fn rejected(&mut self, rejected: LogIndex, next: LogIndex) -> bool {
-        self.recent_active = true;
-        if next <= self.match_index && !matches!(self.state, ProgressState::Snapshot { .. }) {
-            self.match_index = next.prev();
-            self.stalled_heartbeats = 0;
-            self.become_probe();
+    /// In the generation the match point was learnt in, the follower's log
+    /// agrees with the leader's up to it and never goes back, so a rejection
+    /// at or below it is one reordered behind a later acknowledgement:
+    /// stale. Only a newer generation says the follower lost entries it
+    /// acknowledged (it cut a damaged log back, `repair.rs`; it also says so
+    /// in answer to heartbeats while it refetches them): then the match
+    /// point moves back to what it still holds and the leader probes from
+    /// there, or it would resend from the old match point, or nothing at
+    /// all, forever.
+    pub(crate) fn rejected(
+        &mut self,
+        rejected: LogIndex,
+        next: LogIndex,
+        generation: LogGeneration,
+    ) -> bool {
+        let newer = generation > self.generation;
+        if !self.generation_seen(generation, next.prev()) {
+            return false;
+        }
+        if newer {
+            if matches!(self.state, ProgressState::Probe { .. }) {
+                // Retry where the follower's hint says, as for any probe.
+                self.next_index = next.max(self.match_index.next());
+            }
             return true;
         }
         match self.state {
@@ -249,57 +289,122 @@ impl Progress {
 mod tests {
     use super::*;
 
+    const G0: LogGeneration = LogGeneration(0);
+    const G1: LogGeneration = LogGeneration(1);
+    const G2: LogGeneration = LogGeneration(2);
+
     #[test]
     fn probe_replicate_window() {
         let mut p = Progress::new(LogIndex(11));
         assert!(p.can_send(2, 100));
         p.sent(LogIndex(11), LogIndex(11), 10);
         assert!(!p.can_send(2, 100), "probe waits for an answer");
-        assert!(p.rejected(LogIndex(10), LogIndex(5)));
+        assert!(p.rejected(LogIndex(10), LogIndex(5), G0));
         assert_eq!(p.next_index, LogIndex(5));
-        assert!(!p.rejected(LogIndex(10), LogIndex(3)), "stale rejection");
-        assert!(p.acknowledged(LogIndex(8)));
+        assert!(
+            !p.rejected(LogIndex(10), LogIndex(3), G0),
+            "stale rejection"
+        );
+        assert!(p.acknowledged(LogIndex(8), G0));
         assert_eq!(p.state, ProgressState::Replicate);
         p.sent(LogIndex(9), LogIndex(12), 60);
         p.sent(LogIndex(13), LogIndex(14), 60);
         assert!(!p.can_send(3, 100), "byte window full");
         assert!(!p.can_send(2, 1000), "message window full");
-        p.acknowledged(LogIndex(12));
+        p.acknowledged(LogIndex(12), G0);
         assert_eq!(p.inflight_bytes(), 60);
         assert!(p.can_send(2, 100));
         assert!(
-            !p.rejected(LogIndex(11), LogIndex(13)),
+            !p.rejected(LogIndex(11), LogIndex(1), G0),
             "below match: stale"
         );
-        assert!(p.rejected(LogIndex(14), LogIndex(13)));
+        assert_eq!(p.match_index, LogIndex(12));
+        assert_eq!(p.state, ProgressState::Replicate);
+        assert!(p.rejected(LogIndex(14), LogIndex(13), G0));
         assert_eq!(p.state, ProgressState::Probe { paused: false });
         assert_eq!(p.next_index, LogIndex(13));
     }
 
+    /// Acknowledged up to 20 in generation 0, replicating past it.
+    fn replicating_at_20() -> Progress {
+        let mut p = Progress::new(LogIndex(11));
+        p.sent(LogIndex(11), LogIndex(11), 10);
+        assert!(p.acknowledged(LogIndex(20), G0));
+        assert_eq!(p.state, ProgressState::Replicate);
+        p.sent(LogIndex(21), LogIndex(25), 10);
+        p
+    }
+
+    #[test]
+    fn stale_rejection_in_the_same_generation_keeps_the_match_point() {
+        // A rejection reordered behind a later acknowledgement: the
+        // follower then held only up to 7, but nothing was lost since.
+        let mut p = replicating_at_20();
+        assert!(!p.rejected(LogIndex(10), LogIndex(8), G0));
+        assert_eq!(p.match_index, LogIndex(20));
+        assert_eq!(p.next_index, LogIndex(26));
+        assert_eq!(p.state, ProgressState::Replicate);
+        // So is a heartbeat's (rejected = the commit it carried, <= match).
+        assert!(!p.rejected(LogIndex(20), LogIndex(8), G0));
+        assert_eq!(p.match_index, LogIndex(20));
+        assert_eq!(p.state, ProgressState::Replicate);
+    }
+
     #[test]
     fn follower_whose_log_went_back_is_probed_from_what_it_holds() {
-        let mut p = Progress::new(LogIndex(11));
-        p.sent(LogIndex(11), LogIndex(11), 10);
-        assert!(p.acknowledged(LogIndex(20)));
-        assert_eq!(p.state, ProgressState::Replicate);
-        // The follower cut its log back to 7 and refuses the append after 20.
-        assert!(p.rejected(LogIndex(20), LogIndex(8)));
+        let mut p = replicating_at_20();
+        // The follower cut its log back to 7 (generation 1) and refuses the
+        // append after 25.
+        assert!(p.rejected(LogIndex(25), LogIndex(8), G1));
         assert_eq!(p.match_index, LogIndex(7));
         assert_eq!(p.next_index, LogIndex(8));
+        assert_eq!(p.generation, G1);
         assert_eq!(p.state, ProgressState::Probe { paused: false });
-        // The same in probe state: the probe after the match point fails.
-        let mut p = Progress::new(LogIndex(11));
-        p.sent(LogIndex(11), LogIndex(11), 10);
-        assert!(p.acknowledged(LogIndex(20)));
+        // Answers from before the loss, reordered behind it, are stale: an
+        // acknowledgement of 20 must not bring the old match point back.
+        assert!(!p.acknowledged(LogIndex(20), G0));
+        assert!(!p.rejected(LogIndex(25), LogIndex(21), G0));
+        assert_eq!(p.match_index, LogIndex(7));
+        assert_eq!(p.next_index, LogIndex(8));
+        // The duplicate of the signal is an ordinary (stale) rejection now.
+        p.sent(LogIndex(8), LogIndex(8), 10);
+        assert!(!p.rejected(LogIndex(25), LogIndex(8), G1));
+        assert_eq!(p.match_index, LogIndex(7));
+        // The repair proceeds in the new generation.
+        assert!(p.acknowledged(LogIndex(25), G1));
+        assert_eq!(p.match_index, LogIndex(25));
+        assert_eq!(p.state, ProgressState::Replicate);
+
+        // The same in probe state, learnt from an acknowledgement: the first
+        // answer of the new generation says what the follower holds.
+        let mut p = replicating_at_20();
         p.become_probe();
         p.sent(LogIndex(21), LogIndex(21), 10);
-        assert!(p.rejected(LogIndex(20), LogIndex(3)));
-        assert_eq!(p.match_index, LogIndex(2));
-        assert_eq!(p.next_index, LogIndex(3));
-        // A rejection below the match point that retries above it is stale.
-        p.sent(LogIndex(3), LogIndex(5), 10);
-        assert!(p.acknowledged(LogIndex(5)));
-        assert!(!p.rejected(LogIndex(4), LogIndex(6)));
+        assert!(!p.acknowledged(LogIndex(12), G2), "no news for commit");
+        assert_eq!(p.match_index, LogIndex(12));
+        assert_eq!(p.next_index, LogIndex(13));
+        assert_eq!(p.generation, G2);
+        assert_eq!(p.state, ProgressState::Replicate);
+    }
+
+    #[test]
+    fn newer_generation_never_raises_the_match_point_by_itself() {
+        // A new leader's progress knows nothing (generation 0, match 0): a
+        // follower that lost entries under an earlier leader is probed as
+        // usual, from the hint, and its generation adopted.
+        let mut p = Progress::new(LogIndex(31));
+        p.sent(LogIndex(31), LogIndex(31), 10);
+        assert!(p.rejected(LogIndex(30), LogIndex(8), G1));
+        assert_eq!(p.match_index, LogIndex(0));
+        assert_eq!(p.next_index, LogIndex(8));
+        assert_eq!(p.generation, G1);
+        assert_eq!(p.state, ProgressState::Probe { paused: false });
+        // While a snapshot streams, the loss lowers the match point and the
+        // stream goes on.
+        let mut p = replicating_at_20();
+        p.become_snapshot(Snapshot::default());
+        assert!(p.rejected(LogIndex(20), LogIndex(6), G1));
         assert_eq!(p.match_index, LogIndex(5));
+        assert!(matches!(p.state, ProgressState::Snapshot { .. }));
     }
 }

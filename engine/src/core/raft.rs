@@ -21,7 +21,7 @@ use super::message::{AppendResult, Message, MessageBody, SnapshotMeta};
 use super::progress::Progress;
 use super::read::ReadState;
 use super::snapshot::IncomingSnapshot;
-use super::types::{HardState, LogId, LogIndex, NodeId, ReadId, Term};
+use super::types::{HardState, LogGeneration, LogId, LogIndex, NodeId, ReadId, Term};
 use super::MessageError;
 
 /// A message held back until the state it acknowledges is durable.
@@ -132,6 +132,10 @@ pub struct Raft {
     /// The repair floor (see `repair.rs`). Invariant: while set, the
     /// durable log is short of it and the node is a follower.
     pub(crate) repair_floor: Option<LogId>,
+    /// How many times this node's log went back (from
+    /// [`Persisted::log_generation`]; constant while the core runs), sent
+    /// with every answer to an append.
+    pub(crate) log_generation: LogGeneration,
 
     pub(crate) withheld: VecDeque<Withheld>,
     pub(crate) actions: VecDeque<Action>,
@@ -276,6 +280,7 @@ impl Raft {
             incoming_snapshot: None,
             installing: None,
             repair_floor: persisted.lost,
+            log_generation: persisted.log_generation,
             withheld: VecDeque::new(),
             actions: VecDeque::new(),
             metrics: Metrics::default(),
@@ -702,7 +707,7 @@ impl Raft {
             });
             return;
         }
-        if let MessageBody::AppendResponse(AppendResult::Success { match_index }) =
+        if let MessageBody::AppendResponse(AppendResult::Success { match_index, .. }) =
             withheld.message.body
         {
             // A later acknowledgement to the same leader covers an earlier
@@ -713,7 +718,7 @@ impl Raft {
                     && w.message.term == withheld.message.term
                     && matches!(
                         w.message.body,
-                        MessageBody::AppendResponse(AppendResult::Success { match_index: earlier })
+                        MessageBody::AppendResponse(AppendResult::Success { match_index: earlier, .. })
                             if earlier <= match_index
                     ))
             });

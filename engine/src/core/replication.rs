@@ -206,6 +206,7 @@ impl Raft {
                 MessageBody::AppendResponse(AppendResult::Reject {
                     rejected: prev.index,
                     hint,
+                    generation: self.log_generation,
                 }),
             );
             return Ok(());
@@ -267,6 +268,7 @@ impl Raft {
             from,
             MessageBody::AppendResponse(AppendResult::Success {
                 match_index: last_new,
+                generation: self.log_generation,
             }),
             None,
             Some(last_new),
@@ -279,33 +281,70 @@ impl Raft {
             return;
         }
         let last = self.log.last().index;
+        let ignore_generation = self.config.testing_bug == Some(InjectedBug::IgnoreLogGeneration);
         match result {
-            AppendResult::Success { match_index } => {
+            AppendResult::Success {
+                match_index,
+                generation,
+            } => {
                 if match_index > last {
                     return;
                 }
                 let Some(progress) = self.progress_mut(from) else {
                     return;
                 };
+                let generation = if ignore_generation {
+                    progress.generation
+                } else {
+                    generation
+                };
+                let before = progress.match_index;
                 if matches!(progress.state, ProgressState::Snapshot { .. }) {
-                    progress.recent_active = true;
+                    // The stream goes on; only a loss of entries matters.
+                    progress.generation_seen(generation, match_index);
+                    let after = progress.match_index;
+                    self.count_went_back(before, after);
                     return;
                 }
-                if progress.acknowledged(match_index) {
+                let news = progress.acknowledged(match_index, generation);
+                let after = progress.match_index;
+                self.count_went_back(before, after);
+                if news {
                     self.advance_commit();
                 }
                 self.maybe_finish_transfer(from);
                 self.send_append(from);
             }
-            AppendResult::Reject { rejected, hint } => {
+            AppendResult::Reject {
+                rejected,
+                hint,
+                generation,
+            } => {
                 let next = self.log.last_at_or_below(hint.index, hint.term).next();
                 let Some(progress) = self.progress_mut(from) else {
                     return;
                 };
-                if progress.rejected(rejected, next) {
+                let generation = if ignore_generation {
+                    progress.generation
+                } else {
+                    generation
+                };
+                let before = progress.match_index;
+                let retry = progress.rejected(rejected, next, generation);
+                let after = progress.match_index;
+                self.count_went_back(before, after);
+                if retry {
                     self.send_append(from);
                 }
             }
+        }
+    }
+
+    /// A match point only falls when a follower's log went back
+    /// (`Progress::generation_seen`).
+    fn count_went_back(&mut self, before: LogIndex, after: LogIndex) {
+        if after < before {
+            self.metrics.followers_went_back += 1;
         }
     }
 
@@ -412,16 +451,19 @@ impl Raft {
 
     pub(crate) fn handle_heartbeat(&mut self, from: NodeId, commit: LogIndex, context: u64) {
         let last = self.log.last();
-        if commit > last.index {
+        if commit > last.index || self.repair_floor.is_some() {
             // The leader believes this log holds `commit` (it sends at most
-            // what was acknowledged): it was cut back after damage. Say so,
-            // or the leader, seeing nothing to send, would wait for the
-            // next proposal to find out (see `Progress::rejected`).
+            // what was acknowledged), or this node is refetching entries it
+            // lost: the log was cut back after damage. Say so with the log
+            // generation, or the leader, seeing nothing to send, would wait
+            // for the next proposal to find out (see `Progress::rejected`;
+            // once it knows, the same answer is stale to it and ignored).
             self.send(
                 from,
                 MessageBody::AppendResponse(AppendResult::Reject {
                     rejected: commit,
                     hint: last,
+                    generation: self.log_generation,
                 }),
             );
         }

@@ -325,7 +325,10 @@ impl Raft {
             return;
         }
         if installed {
-            progress.acknowledged(last.index);
+            // Whatever generation the follower is in now, it holds the
+            // snapshot: damage below it is never cut (the snapshot covers it).
+            let generation = progress.generation;
+            progress.acknowledged(last.index, generation);
             self.advance_commit();
             self.send_append(from);
             return;

@@ -54,6 +54,7 @@ impl Raft {
                         MessageBody::AppendResponse(AppendResult::Reject {
                             rejected: super::types::LogIndex(0),
                             hint: self.log.last(),
+                            generation: self.log_generation,
                         }),
                     );
                 }

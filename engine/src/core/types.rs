@@ -100,6 +100,30 @@ pub struct HardState {
     pub vote: Option<NodeId>,
 }
 
+/// How many times a node's log went back: lost entries it had
+/// acknowledged because the driver cut a damaged suffix (see
+/// [`super::Persisted::log_generation`]). A follower sends it with every
+/// answer to an append; a leader that sees it grow knows the follower no
+/// longer holds what it acknowledged before, and one that sees an older
+/// value knows the answer predates such a loss. It only grows, across
+/// restarts too: the driver persists the increment before it cuts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct LogGeneration(pub u64);
+
+impl LogGeneration {
+    /// The generation after one more loss.
+    #[must_use]
+    pub fn next(self) -> LogGeneration {
+        LogGeneration(self.0.saturating_add(1))
+    }
+}
+
+impl fmt::Display for LogGeneration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "g{}", self.0)
+    }
+}
+
 /// An opaque id the caller gives a read request; the core hands it back when
 /// the read may be served.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]

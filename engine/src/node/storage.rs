@@ -8,6 +8,7 @@
 //!   log/           barge-wal's segments and hard state
 //!   log.next/      a replacement log being prepared after a snapshot install
 //!   repair         the repair floor while damaged entries are refetched
+//!   log.generation how many times damage cut the log back (absent: 0)
 //! ```
 //!
 //! # Snapshot file (integers little-endian)
@@ -56,9 +57,12 @@
 //!    (it costs liveness only: it clears once a leader of a later term has
 //!    replicated to the node). Damage wholly inside the snapshot is ignored
 //!    (those entries are never read again).
-//! 2. The floor is written durably to `repair` (temp file, fsync, rename,
-//!    directory fsync; the higher of it and a floor already there) BEFORE the
-//!    log is touched.
+//! 2. The log generation ([`Persisted::log_generation`]) is incremented
+//!    durably in `log.generation`, then the floor is written durably to
+//!    `repair` (each: temp file, fsync, rename, directory fsync; the higher
+//!    of it and a floor already there), both BEFORE the log is touched. The
+//!    node sends the generation with every answer to an append, and its
+//!    leader learns from the increase that entries it acknowledged are gone.
 //! 3. The log is truncated durably from the first damaged index (from the
 //!    first index the log holds after the snapshot when the damage's first
 //!    index is unknown), and the intact prefix is read.
@@ -67,6 +71,7 @@
 //! | crash after | what the next open finds                  | outcome          |
 //! |-------------|-------------------------------------------|------------------|
 //! | 1           | damage, no `repair`                       | repeats 1-4      |
+//! | 2 (generation) | damage, generation + 1, no `repair`    | repeats 1-4 (generation + 2) |
 //! | 2           | damage, `repair`                          | repeats 2-4 (max)|
 //! | 3           | a shorter intact log, `repair`            | floor from file  |
 //! | catching up | a longer log, `repair`                    | floor from file; the core drops it once the log reaches it |
@@ -86,6 +91,18 @@
 //! | 8      | 8    | term of the floor         |
 //! | 16     | 8    | index of the floor        |
 //! | 24     | 4    | CRC32C of bytes 0..24     |
+//!
+//! The generation only grows and its file is never removed: an increment
+//! lost to a crash before step 2 is made again at the next open (the damage
+//! is still there), and a skipped value costs the leader one probe. A
+//! generation that went backwards would make leaders ignore the node's
+//! answers as stale, so a damaged `log.generation` is an error at open.
+//!
+//! | offset | size | field                     |
+//! |--------|------|---------------------------|
+//! | 0      | 8    | magic `BARGEGEN`          |
+//! | 8      | 8    | the generation            |
+//! | 16     | 4    | CRC32C of bytes 0..16     |
 
 use std::fs::{self, File};
 use std::io::{Read, Write};
@@ -97,7 +114,8 @@ use bytes::Bytes;
 use super::config::{NodeConfig, StartMode};
 use super::error::StartError;
 use crate::core::{
-    Batch, HardState, LogId, LogIndex, Membership, NodeId, Persisted, Snapshot, SnapshotMeta, Term,
+    Batch, HardState, LogGeneration, LogId, LogIndex, Membership, NodeId, Persisted, Snapshot,
+    SnapshotMeta, Term,
 };
 
 const IDENTITY_FILE: &str = "node.id";
@@ -109,6 +127,9 @@ const SNAPSHOT_MAGIC: &[u8; 8] = b"BARGESNP";
 const REPAIR_FILE: &str = "repair";
 const REPAIR_MAGIC: &[u8; 8] = b"BARGEREP";
 const REPAIR_FILE_BYTES: usize = 28;
+const GENERATION_FILE: &str = "log.generation";
+const GENERATION_MAGIC: &[u8; 8] = b"BARGEGEN";
+const GENERATION_FILE_BYTES: usize = 20;
 /// Largest snapshot file read at start (matches the core's default
 /// `snapshot_bytes_max`); a larger file is reported corrupt, not allocated.
 const SNAPSHOT_FILE_BYTES_MAX: u64 = 4 << 30;
@@ -188,11 +209,14 @@ pub(super) fn recover(
         .as_ref()
         .map_or(LogIndex(0), |snapshot| snapshot.meta.last.index);
     let mut lost = read_repair_floor(dir)?;
+    let mut log_generation = read_log_generation(dir)?;
     let mut log_last = recovery
         .last
         .map(|last| LogId::new(Term(last.term), LogIndex(last.index)));
     if let Some(damage) = assess_damage(&recovery, snapshot_index, hard_state.term) {
         let floor = lost.map_or(damage.floor, |lost| lost.max(damage.floor));
+        log_generation = log_generation.next();
+        write_durably(dir, GENERATION_FILE, &encode_log_generation(log_generation))?;
         write_durably(dir, REPAIR_FILE, &encode_repair_floor(floor))?;
         lost = Some(floor);
         let cut_from = damage
@@ -301,6 +325,7 @@ pub(super) fn recover(
         batches,
         initial_membership: initial_membership(config),
         lost,
+        log_generation,
     };
     Ok((Recovered { wal, persisted }, snapshot))
 }
@@ -443,6 +468,56 @@ fn read_repair_floor(dir: &Path) -> Result<Option<LogId>, StartError> {
             path,
             reason: reason.to_owned(),
         })
+}
+
+fn encode_log_generation(generation: LogGeneration) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(GENERATION_FILE_BYTES);
+    bytes.extend_from_slice(GENERATION_MAGIC);
+    bytes.extend_from_slice(&generation.0.to_le_bytes());
+    let crc = crc32c::crc32c(&bytes);
+    bytes.extend_from_slice(&crc.to_le_bytes());
+    bytes
+}
+
+fn decode_log_generation(bytes: &[u8]) -> Result<LogGeneration, &'static str> {
+    if bytes.len() != GENERATION_FILE_BYTES {
+        return Err("wrong length");
+    }
+    if &bytes[..8] != GENERATION_MAGIC {
+        return Err("bad magic");
+    }
+    let crc = u32::from_le_bytes([bytes[16], bytes[17], bytes[18], bytes[19]]);
+    if crc32c::crc32c(&bytes[..16]) != crc {
+        return Err("checksum mismatch");
+    }
+    let mut word = [0u8; 8];
+    word.copy_from_slice(&bytes[8..16]);
+    Ok(LogGeneration(u64::from_le_bytes(word)))
+}
+
+/// How many times damage cut this node's log back (0 without the file).
+///
+/// A damaged `log.generation` file is an error, not 0: a generation that
+/// went backwards would make leaders take this node's answers for stale.
+fn read_log_generation(dir: &Path) -> Result<LogGeneration, StartError> {
+    let path = dir.join(GENERATION_FILE);
+    let mut bytes = Vec::new();
+    match File::open(&path) {
+        Ok(file) => {
+            // Bounded: a longer file is corrupt anyway.
+            file.take(GENERATION_FILE_BYTES as u64 + 1)
+                .read_to_end(&mut bytes)
+                .map_err(io_error(&path))?;
+        }
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(LogGeneration(0));
+        }
+        Err(source) => return Err(StartError::Io { path, source }),
+    }
+    decode_log_generation(&bytes).map_err(|reason| StartError::Corrupt {
+        path,
+        reason: reason.to_owned(),
+    })
 }
 
 /// Drops the persisted repair floor: call once the core reports
@@ -773,6 +848,38 @@ mod tests {
         clear_repair_floor(dir.path()).expect("remove");
         clear_repair_floor(dir.path()).expect("already gone");
         assert_eq!(read_repair_floor(dir.path()).expect("absent"), None);
+    }
+
+    #[test]
+    fn log_generation_file_round_trips_and_detects_damage() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        assert_eq!(
+            read_log_generation(dir.path()).expect("absent"),
+            LogGeneration(0)
+        );
+        let generation = LogGeneration(3);
+        write_durably(
+            dir.path(),
+            GENERATION_FILE,
+            &encode_log_generation(generation),
+        )
+        .expect("write");
+        assert_eq!(read_log_generation(dir.path()).expect("read"), generation);
+
+        let path = dir.path().join(GENERATION_FILE);
+        let mut bytes = fs::read(&path).expect("read file");
+        bytes[9] ^= 0x01;
+        fs::write(&path, &bytes).expect("write back");
+        let error = read_log_generation(dir.path()).unwrap_err();
+        assert!(error.to_string().contains("checksum mismatch"), "{error}");
+        fs::write(&path, &bytes[..12]).expect("truncated");
+        let error = read_log_generation(dir.path()).unwrap_err();
+        assert!(error.to_string().contains("wrong length"), "{error}");
+        fs::write(&path, vec![0u8; 1 << 16]).expect("oversized");
+        assert!(matches!(
+            read_log_generation(dir.path()),
+            Err(StartError::Corrupt { .. })
+        ));
     }
 
     #[test]

@@ -52,11 +52,15 @@ pub(super) enum BodyHeader {
     },
     AppendSuccess {
         match_index: u64,
+        /// The follower's log generation (since [`super::WIRE_VERSION`] 2).
+        generation: u64,
     },
     AppendReject {
         rejected: u64,
         hint_term: u64,
         hint_index: u64,
+        /// The follower's log generation (since [`super::WIRE_VERSION`] 2).
+        generation: u64,
     },
     Heartbeat {
         commit: u64,

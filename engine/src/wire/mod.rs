@@ -58,14 +58,22 @@ use bytes::Bytes;
 use rkyv::rancor;
 
 use crate::core::{
-    AppendResult, Batch, BatchError, BatchLimits, LogId, LogIndex, Membership, MembershipError,
-    Message, MessageBody, NodeId, SnapshotChunk, SnapshotMeta, Term,
+    AppendResult, Batch, BatchError, BatchLimits, LogGeneration, LogId, LogIndex, Membership,
+    MembershipError, Message, MessageBody, NodeId, SnapshotChunk, SnapshotMeta, Term,
 };
 use header::{BatchHeader, BodyHeader, Header};
 
 /// Version of this encoding. The transport's handshake carries the protocol
 /// version; bump this when the header layout or rkyv's format features change.
-pub const WIRE_VERSION: u16 = 1;
+///
+/// - 1: the first layout.
+/// - 2: append answers carry the follower's log generation. The header
+///   archive keeps its size (an archived enum is as large as its largest
+///   variant, the snapshot chunk's), so this decoder cannot tell a
+///   version-1 append answer from a version-2 one: nodes of both versions
+///   must not share a cluster, and versions are compared where the
+///   transport's handshake compares them.
+pub const WIRE_VERSION: u16 = 2;
 
 const LENGTH_PREFIX_BYTES: usize = 4;
 
@@ -287,18 +295,23 @@ fn body_header(body: &MessageBody) -> (BodyHeader, Vec<Bytes>) {
                 bulk,
             );
         }
-        MessageBody::AppendResponse(AppendResult::Success { match_index }) => {
-            BodyHeader::AppendSuccess {
-                match_index: match_index.0,
-            }
-        }
-        MessageBody::AppendResponse(AppendResult::Reject { rejected, hint }) => {
-            BodyHeader::AppendReject {
-                rejected: rejected.0,
-                hint_term: hint.term.0,
-                hint_index: hint.index.0,
-            }
-        }
+        MessageBody::AppendResponse(AppendResult::Success {
+            match_index,
+            generation,
+        }) => BodyHeader::AppendSuccess {
+            match_index: match_index.0,
+            generation: generation.0,
+        },
+        MessageBody::AppendResponse(AppendResult::Reject {
+            rejected,
+            hint,
+            generation,
+        }) => BodyHeader::AppendReject {
+            rejected: rejected.0,
+            hint_term: hint.term.0,
+            hint_index: hint.index.0,
+            generation: generation.0,
+        },
         MessageBody::Heartbeat { commit, context } => BodyHeader::Heartbeat {
             commit: commit.0,
             context: *context,
@@ -419,18 +432,25 @@ fn message_body(
             transfer,
         },
         BodyHeader::VoteResponse { granted } => MessageBody::VoteResponse { granted },
-        BodyHeader::AppendSuccess { match_index } => {
-            MessageBody::AppendResponse(AppendResult::Success {
-                match_index: LogIndex(match_index),
-            })
-        }
+        // Every u64 is a generation a follower could have (it only counts
+        // its losses); a peer that inflates its own only makes the leader
+        // ignore its own later answers.
+        BodyHeader::AppendSuccess {
+            match_index,
+            generation,
+        } => MessageBody::AppendResponse(AppendResult::Success {
+            match_index: LogIndex(match_index),
+            generation: LogGeneration(generation),
+        }),
         BodyHeader::AppendReject {
             rejected,
             hint_term,
             hint_index,
+            generation,
         } => MessageBody::AppendResponse(AppendResult::Reject {
             rejected: LogIndex(rejected),
             hint: log_id(hint_term, hint_index),
+            generation: LogGeneration(generation),
         }),
         BodyHeader::Heartbeat { commit, context } => MessageBody::Heartbeat {
             commit: LogIndex(commit),

@@ -5,8 +5,8 @@ use bytes::{Bytes, BytesMut};
 
 use super::{decode, encode, WireError, WireLimits};
 use crate::core::{
-    AppendResult, Batch, EntryKind, LogId, LogIndex, Membership, Message, MessageBody, NodeId,
-    SnapshotChunk, SnapshotMeta, Term,
+    AppendResult, Batch, EntryKind, LogGeneration, LogId, LogIndex, Membership, Message,
+    MessageBody, NodeId, SnapshotChunk, SnapshotMeta, Term,
 };
 
 fn id(term: u64, index: u64) -> LogId {
@@ -59,10 +59,21 @@ fn every_body() -> Vec<MessageBody> {
         },
         MessageBody::AppendResponse(AppendResult::Success {
             match_index: LogIndex(12),
+            generation: LogGeneration(0),
+        }),
+        MessageBody::AppendResponse(AppendResult::Success {
+            match_index: LogIndex(12),
+            generation: LogGeneration(u64::MAX),
         }),
         MessageBody::AppendResponse(AppendResult::Reject {
             rejected: LogIndex(9),
             hint: id(1, 4),
+            generation: LogGeneration(3),
+        }),
+        MessageBody::AppendResponse(AppendResult::Reject {
+            rejected: LogIndex(u64::MAX),
+            hint: id(u64::MAX, u64::MAX),
+            generation: LogGeneration(u64::MAX - 1),
         }),
         MessageBody::Heartbeat {
             commit: LogIndex(8),

@@ -8,8 +8,8 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use barge::core::{
-    Action, Batch, Config, EntryKind, HardState, LogId, LogIndex, Membership, Message, NodeId,
-    Persisted, Raft, ReadId, Role, Snapshot,
+    Action, Batch, Config, EntryKind, HardState, LogGeneration, LogId, LogIndex, Membership,
+    Message, NodeId, Persisted, Raft, ReadId, Role, Snapshot,
 };
 use bytes::Bytes;
 
@@ -21,6 +21,8 @@ pub struct Disk {
     pub snapshot: Option<Snapshot>,
     /// The repair floor written before a damaged suffix was cut.
     pub lost: Option<LogId>,
+    /// How many times damage cut the log back (incremented before the cut).
+    pub log_generation: LogGeneration,
 }
 
 impl Disk {
@@ -179,6 +181,7 @@ impl Cluster {
             batches: node.disk.batches.clone(),
             initial_membership: initial,
             lost: node.disk.lost,
+            log_generation: node.disk.log_generation,
         };
         node.applied = node
             .disk
@@ -214,8 +217,9 @@ impl Cluster {
     }
 
     /// Crashes `id` and damages its durable log from `from` on, as a
-    /// driver repairs it: the repair floor (the last entry id the log held)
-    /// is written first, then the log is cut back to the intact prefix.
+    /// driver repairs it: the log generation is incremented and the repair
+    /// floor (the last entry id the log held) written first, then the log
+    /// is cut back to the intact prefix.
     /// The node stays down until [`Cluster::restart`].
     pub fn crash_damaged(&mut self, id: u64, from: LogIndex) {
         self.crash(id);
@@ -225,6 +229,7 @@ impl Cluster {
             .last()
             .map(Batch::last_id)
             .expect("a log to damage");
+        disk.log_generation = disk.log_generation.next();
         disk.lost = Some(disk.lost.map_or(last, |lost| lost.max(last)));
         disk.truncate_after(from.prev());
     }

@@ -8,7 +8,7 @@
 
 use std::collections::VecDeque;
 
-use barge::core::{Batch, HardState, LogId, LogIndex, Snapshot};
+use barge::core::{Batch, HardState, LogGeneration, LogId, LogIndex, Snapshot};
 
 use super::checkers::LogView;
 use super::log::{LogError, LogImage};
@@ -40,6 +40,9 @@ pub struct Disk {
     /// The repair floor written before a damaged suffix was cut (the
     /// driver's `repair` file): dropped once the core reports none.
     pub repair_floor: Option<LogId>,
+    /// How many times damage cut the log back (the driver's
+    /// `log.generation` file): incremented before the cut, never lowered.
+    pub log_generation: LogGeneration,
     last_due: u64,
     pub latency_units_max: u64,
 }
@@ -52,6 +55,7 @@ impl Disk {
             snapshot: None,
             pending: VecDeque::new(),
             repair_floor: None,
+            log_generation: LogGeneration(0),
             last_due: 0,
             latency_units_max,
         }
@@ -119,8 +123,9 @@ impl Disk {
 
     /// Damage found at restart: the durable log from a random index after
     /// the snapshot (damage below it is never read) is unreadable. As a
-    /// driver does, first write the repair floor (the last entry id the log
-    /// held; the higher one if a floor is still pending), then cut the log
+    /// driver does, first increment the log generation and write the repair
+    /// floor (the last entry id the log held; the higher one if a floor is
+    /// still pending), then cut the log
     /// back to the intact prefix. Returns the lost range, or `None` when
     /// the log holds nothing after the snapshot.
     pub fn damage(&mut self, rng: &mut Rng) -> Result<Option<(LogIndex, LogId)>, LogError> {
@@ -134,6 +139,7 @@ impl Disk {
             return Ok(None);
         }
         let from = LogIndex(rng.range(snapshot.0 + 1, last.index.0 + 1));
+        self.log_generation = self.log_generation.next();
         self.repair_floor = Some(self.repair_floor.map_or(last, |floor| floor.max(last)));
         self.log.truncate_from(from)?;
         Ok(Some((from, last)))

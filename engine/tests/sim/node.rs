@@ -81,6 +81,7 @@ impl SimNode {
             batches: self.disk.log.batches_after_snapshot(),
             initial_membership: initial.clone(),
             lost: self.disk.repair_floor,
+            log_generation: self.disk.log_generation,
         };
         self.machine = match &snapshot {
             Some(snapshot) => StateMachine::restore(&snapshot.data).map_err(|error| {
