@@ -19,6 +19,7 @@ mod system;
 mod wal_bench;
 
 use anyhow::{bail, Result};
+use barge_loadgen::children::PARENT_STDIN_FLAG;
 
 const USAGE: &str =
     "usage: barge-loadgen [run|wal|net|certs|chaos] [options]   (each subcommand takes --help)
@@ -32,21 +33,21 @@ fn main() {
 }
 
 /// Runs the KV example (`engine/examples/kv.rs`) with the arguments after
-/// `kv`, as its own `main` would.
+/// `kv`, as its own `main` would. With `--parent-stdin` (which `chaos`
+/// passes, see `barge_loadgen::children`) it exits when its stdin closes,
+/// as `node` does: a node outliving the chaos tool that started it (killed
+/// by a test harness's timeout, say) would run forever.
 fn kv() -> Result<()> {
-    let args: Vec<String> = std::env::args().skip(2).collect();
-    // A node outliving the chaos tool that started it (killed by a test
-    // harness's timeout, say) would run forever: leave when the parent does.
-    let parent = std::os::unix::process::parent_id();
-    std::thread::Builder::new()
-        .name("kv-parent-watch".into())
-        .spawn(move || loop {
-            std::thread::sleep(std::time::Duration::from_millis(500));
-            if std::os::unix::process::parent_id() != parent {
-                eprintln!("kv: the process that started this node is gone; exiting");
-                std::process::exit(1);
-            }
+    let mut args: Vec<String> = std::env::args().skip(2).collect();
+    let flags = args.len();
+    // The example's own parser takes `--flag value` pairs only.
+    args.retain(|arg| arg != PARENT_STDIN_FLAG);
+    if args.len() != flags {
+        barge_loadgen::children::watch_stdin_closed(|| {
+            eprintln!("kv: the process that started this node is gone; exiting");
+            std::process::exit(1);
         })?;
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

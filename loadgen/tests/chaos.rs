@@ -197,3 +197,66 @@ fn bad_options_are_refused_with_a_clear_error() {
         assert!(run.stdout.is_empty(), "{args:?}: {}", run.stdout);
     }
 }
+
+/// Command lines of the `kv` node processes whose arguments name `path`.
+fn kv_processes_using(path: &std::path::Path) -> Vec<String> {
+    let needle = path.to_string_lossy().into_owned();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter(|entry| entry.file_name().to_string_lossy().parse::<u32>().is_ok())
+        .filter_map(|entry| {
+            let raw = std::fs::read(entry.path().join("cmdline")).ok()?;
+            let line = String::from_utf8_lossy(&raw).replace('\0', " ");
+            (line.contains(&needle) && line.contains(" kv ")).then_some(line)
+        })
+        .collect()
+}
+
+/// The KV nodes hold their stdin from the chaos tool (`--parent-stdin`):
+/// when the tool dies without a chance to kill them, they exit by
+/// themselves.
+#[test]
+fn kv_nodes_stop_when_the_chaos_tool_is_killed() {
+    let _serial = SERIAL
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let parent = tempfile::tempdir().expect("parent directory");
+    let dir = parent.path().join("run");
+    let mut run = Command::new(env!("CARGO_BIN_EXE_barge-loadgen"))
+        .args(["chaos", "--nemesis", "none", "--duration", "60"])
+        .arg("--dir")
+        .arg(&dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start barge-loadgen chaos");
+    // Running and serving (each says so in its log), not failing to start.
+    let serving = |id: u32| {
+        std::fs::read_to_string(dir.join(format!("node-{id}.log")))
+            .is_ok_and(|log| log.contains("serving clients"))
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while kv_processes_using(&dir).len() < 3 || !(1..=3).all(serving) {
+        if Instant::now() >= deadline {
+            let _ = run.kill();
+            let _ = run.wait();
+            let running = kv_processes_using(&dir);
+            panic!("the three kv nodes never served: {running:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    run.kill().expect("SIGKILL the chaos tool");
+    run.wait().expect("reaped");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !kv_processes_using(&dir).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "kv nodes outlived the chaos tool: {:?}",
+            kv_processes_using(&dir)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

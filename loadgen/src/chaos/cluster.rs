@@ -1,12 +1,13 @@
 //! The KV example as separate OS processes behind the fault proxy: start,
-//! SIGKILL, SIGSTOP / SIGCONT, restart, ask for `STATUS`. Every child is
-//! killed and reaped when the [`Cluster`] is dropped, also on error paths.
+//! SIGKILL, SIGSTOP / SIGCONT, restart, ask for `STATUS`. Every child is a
+//! [`ChildProcess`]: killed and reaped when the [`Cluster`] is dropped, also
+//! on error paths, and stopping by itself if this process dies.
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
-use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -15,6 +16,7 @@ use barge_net::{ClusterId, PeerId};
 use tokio::task::JoinSet;
 
 use super::client::{self, Reply, Status};
+use crate::children::{self, ChildProcess};
 use crate::proxy::{FaultProxy, ProxyConfig};
 
 /// Timeout of one `STATUS` or control request.
@@ -41,7 +43,7 @@ pub struct NodeProcess {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
     pub log_path: PathBuf,
-    child: Option<Child>,
+    child: Option<ChildProcess>,
     paused: bool,
     /// Processes started for this node, first start included.
     pub starts: u32,
@@ -93,13 +95,10 @@ impl Cluster {
             .with_context(|| format!("writing certificates to {}", certs.display()))?;
         // Held until the proxy has bound its front sockets, so it cannot
         // take one of these ports; released just before the nodes start.
-        let mut held = Vec::new();
+        let held = children::loopback_ports(count)?;
         let mut addresses = BTreeMap::new();
-        for id in 1..=count {
-            let udp = UdpSocket::bind("127.0.0.1:0").context("binding a loopback UDP port")?;
-            let tcp = TcpListener::bind("127.0.0.1:0").context("binding a loopback TCP port")?;
+        for (id, (udp, tcp)) in (1..=count).zip(&held) {
             addresses.insert(id, (udp.local_addr()?, tcp.local_addr()?));
-            held.push((udp, tcp));
         }
         let proxy = FaultProxy::start(ProxyConfig {
             nodes: addresses.iter().map(|(id, (udp, _))| (*id, *udp)).collect(),
@@ -182,11 +181,10 @@ impl Cluster {
         if let Some(spec) = disk_faults {
             command.args(["--disk-faults", spec]);
         }
-        let child = command
-            .stdin(Stdio::null())
+        command
             .stdout(Stdio::from(log.try_clone()?))
-            .stderr(Stdio::from(log))
-            .spawn()
+            .stderr(Stdio::from(log));
+        let child = ChildProcess::spawn(&mut command)
             .with_context(|| format!("starting node {id}: {}", self.program.display()))?;
         node.child = Some(child);
         node.paused = false;
@@ -197,10 +195,9 @@ impl Cluster {
     /// SIGKILLs node `id` (also when paused) and reaps it.
     pub fn kill(&mut self, id: u64) -> Option<ExitStatus> {
         let node = self.nodes.get_mut(&id)?;
-        let mut child = node.child.take()?;
+        let child = node.child.take()?;
         node.paused = false;
-        let _ = child.kill();
-        child.wait().ok()
+        child.kill()
     }
 
     /// SIGSTOPs node `id`.
@@ -251,9 +248,8 @@ impl Cluster {
                 }
                 Ok(None) => {}
                 Err(_) => {
-                    // Cannot tell whether it lives: make sure it does not.
-                    let _ = child.kill();
-                    let _ = child.wait();
+                    // Cannot tell whether it lives: make sure it does not
+                    // (dropping kills it).
                     node.child = None;
                 }
             }
@@ -266,19 +262,15 @@ impl Cluster {
     /// # Cancel safety
     /// Cancel-safe.
     pub async fn wait_exit(&mut self, id: u64, timeout: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let node = self.nodes.get_mut(&id)?;
-            let child = node.child.as_mut()?;
-            if let Ok(Some(status)) = child.try_wait() {
-                node.child = None;
-                return Some(status);
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let node = self.nodes.get_mut(&id)?;
+        let status = node
+            .child
+            .as_mut()?
+            .wait_exit(Instant::now() + timeout)
+            .await
+            .ok()??;
+        node.child = None;
+        Some(status)
     }
 
     /// Ids of nodes whose process runs (paused ones included).
@@ -351,13 +343,15 @@ impl Cluster {
                         continue;
                     }
                 }
-                Ok(reply @ (Reply::Ok(_) | Reply::Absent | Reply::Mismatch)) => return Ok(reply),
+                Ok(reply @ (Reply::Ok(_) | Reply::Absent | Reply::Mismatch)) => {
+                    return Ok((reply, target));
+                }
                 // The goal of a membership command is a configuration: an
                 // earlier attempt whose answer was lost (a timeout, `MAYBE`,
                 // a leader change) may have reached it, and the node then
                 // refuses the change as the configuration it already has.
                 Ok(Reply::Fail(reason)) if reason.contains(ALREADY_APPLIED) => {
-                    return Ok(Reply::Ok(Some(reason)));
+                    return Ok((Reply::Ok(Some(reason)), target));
                 }
                 Ok(reply) => last = format!("{reply:?}"),
                 Err(error) => last = error.to_string(),
@@ -394,16 +388,4 @@ pub fn leader_of(statuses: &BTreeMap<u64, Status>) -> Option<u64> {
         .filter(|status| status.leader == status.id && status.id != 0)
         .max_by_key(|status| status.term)
         .map(|status| status.id)
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        for node in self.nodes.values_mut() {
-            if let Some(mut child) = node.child.take() {
-                // SIGKILL also ends a stopped process.
-                let _ = child.kill();
-                let _ = child.wait();
-            }
-        }
-    }
 }

@@ -4,21 +4,22 @@
 //! on loopback from certificates written there, and the binary client
 //! protocol on a loopback TCP port.
 //!
-//! Children never outlive the cluster: [`ProcessCluster`] kills and reaps
-//! them when dropped (every error path), and they hold their stdin from
-//! this process, so they also stop by themselves if it dies. A clean
+//! Children never outlive the cluster (`barge_loadgen::children`): they
+//! are killed and reaped when [`ProcessCluster`] is dropped (every error
+//! path), and they stop by themselves when their stdin from this process
+//! closes, so also if it dies. A clean
 //! [`ProcessCluster::shutdown`] closes their stdin and waits for each to
 //! shut its node down (log synced) and exit with status 0.
 
-use std::io::BufRead;
-use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, ChildStdout, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use barge::core::NodeId;
 use barge::node::Metrics;
+use barge_loadgen::children::{self, ChildProcess};
 use barge_net::{ClusterId, PeerId};
 
 use super::remote::Connection;
@@ -30,52 +31,25 @@ const READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a child may take to stop after its stdin closes.
 const EXIT_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// The child processes, killed and reaped on drop.
-#[derive(Debug, Default)]
-struct Children {
-    /// Node `NodeId(i + 1)` at index `i`, with its stdout (kept open so a
-    /// late write by the child cannot fail on a closed pipe).
-    processes: Vec<(Child, Option<ChildStdout>)>,
-}
-
-impl Drop for Children {
-    fn drop(&mut self) {
-        for (child, _) in &mut self.processes {
-            // Fails only if it already exited; then `wait` reaps it.
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
 /// The running node processes and a connection to each for its stats.
 #[derive(Debug)]
 pub struct ProcessCluster {
-    /// Declared first: dropped (killed) before the data directory goes.
-    children: Children,
+    /// Node `NodeId(i + 1)` at index `i`. Declared first: dropped (killed)
+    /// before the data directory goes.
+    children: Vec<ChildProcess>,
     stats: Vec<Connection>,
     client_addresses: Vec<SocketAddr>,
     data: tempfile::TempDir,
 }
 
-/// Distinct free loopback ports, found by binding them all at once and
-/// releasing them; the children bind them again right after (a race with
-/// other programs is possible but rare, and fails the start clearly).
+/// Distinct free loopback ports, released for the children to bind.
 fn free_ports(count: u64) -> Result<(Vec<SocketAddr>, Vec<SocketAddr>)> {
-    let udp: Vec<UdpSocket> = (0..count)
-        .map(|_| UdpSocket::bind("127.0.0.1:0").context("binding a loopback UDP port"))
-        .collect::<Result<_>>()?;
-    let tcp: Vec<TcpListener> = (0..count)
-        .map(|_| TcpListener::bind("127.0.0.1:0").context("binding a loopback TCP port"))
-        .collect::<Result<_>>()?;
-    let udp = udp
-        .iter()
-        .map(UdpSocket::local_addr)
-        .collect::<Result<_, _>>()?;
-    let tcp = tcp
-        .iter()
-        .map(TcpListener::local_addr)
-        .collect::<Result<_, _>>()?;
+    let mut udp = Vec::new();
+    let mut tcp = Vec::new();
+    for (socket, listener) in children::loopback_ports(count)? {
+        udp.push(socket.local_addr()?);
+        tcp.push(listener.local_addr()?);
+    }
     Ok((udp, tcp))
 }
 
@@ -106,7 +80,7 @@ impl ProcessCluster {
             .with_context(|| format!("writing certificates to {}", certs.display()))?;
         let (raft_addresses, client_addresses) = free_ports(voters)?;
         let program = std::env::current_exe().context("locating this program")?;
-        let mut children = Children::default();
+        let mut children = Vec::new();
         for id in 1..=voters {
             let index = (id - 1) as usize;
             let mut command = Command::new(&program);
@@ -114,7 +88,7 @@ impl ProcessCluster {
             if !fsync {
                 command.arg("--no-fsync");
             }
-            let child = command
+            command
                 .args(["--id", &id.to_string()])
                 .args(["--peers", &address_list(&raft_addresses)])
                 .args(["--client", &client_addresses[index].to_string()])
@@ -123,16 +97,17 @@ impl ProcessCluster {
                 .arg(data.path().join(format!("node-{id}")))
                 .arg("--certs")
                 .arg(&certs)
-                .arg("--parent-stdin")
-                .stdin(Stdio::piped())
                 .stdout(Stdio::piped())
-                .stderr(Stdio::inherit())
-                .spawn()
+                .stderr(Stdio::inherit());
+            let child = ChildProcess::spawn(&mut command)
                 .with_context(|| format!("starting node {id} ({})", program.display()))?;
-            children.processes.push((child, None));
+            children.push(child);
         }
-        for index in 0..children.processes.len() {
-            wait_ready(&mut children, index).await?;
+        for (index, child) in children.iter_mut().enumerate() {
+            child
+                .wait_ready(READY_TIMEOUT)
+                .await
+                .with_context(|| format!("node {}", index + 1))?;
         }
         let mut stats = Vec::with_capacity(client_addresses.len());
         for (index, address) in client_addresses.iter().enumerate() {
@@ -192,10 +167,9 @@ impl ProcessCluster {
     /// CPU and memory of each child, named `node-<id>`.
     pub fn resources(&self) -> Vec<(String, Resources)> {
         self.children
-            .processes
             .iter()
             .enumerate()
-            .map(|(index, (child, _))| {
+            .map(|(index, child)| {
                 (
                     format!("node-{}", index + 1),
                     Resources::of_process(child.id()),
@@ -213,23 +187,22 @@ impl ProcessCluster {
     pub async fn shutdown(mut self) -> Result<()> {
         drop(std::mem::take(&mut self.stats));
         let mut children = std::mem::take(&mut self.children);
-        for (child, _) in &mut children.processes {
-            drop(child.stdin.take());
+        for child in &mut children {
+            child.close_stdin();
         }
-        let failures = tokio::task::spawn_blocking(move || {
-            let deadline = Instant::now() + EXIT_TIMEOUT;
-            let mut failures = Vec::new();
-            for (index, (child, _)) in children.processes.iter_mut().enumerate() {
-                if let Some(failure) = wait_exit(child, deadline) {
-                    failures.push(format!("node {}: {failure}", index + 1));
-                }
-            }
-            // `children` drops here: the ones that exited are reaped
-            // already, the others are killed.
-            failures
-        })
-        .await
-        .context("waiting for the node processes")?;
+        let deadline = Instant::now() + EXIT_TIMEOUT;
+        let mut failures = Vec::new();
+        for (index, child) in children.iter_mut().enumerate() {
+            let failure = match child.wait_exit(deadline).await {
+                Ok(Some(status)) if status.success() => continue,
+                Ok(Some(status)) => format!("exited with {status}"),
+                Ok(None) => format!("did not exit within {EXIT_TIMEOUT:?}; killed"),
+                Err(error) => format!("cannot wait for it: {error}"),
+            };
+            failures.push(format!("node {}: {failure}", index + 1));
+        }
+        // The ones that exited are reaped already, the others are killed.
+        drop(children);
         let path = self.data.path().to_path_buf();
         self.data
             .close()
@@ -238,55 +211,6 @@ impl ProcessCluster {
             bail!("node processes failed to stop: {}", failures.join("; "));
         }
         Ok(())
-    }
-}
-
-/// Waits for child `index` to print `ready`; its stdout is kept afterwards.
-async fn wait_ready(children: &mut Children, index: usize) -> Result<()> {
-    let (child, kept) = &mut children.processes[index];
-    let stdout = child.stdout.take().context("the child's stdout")?;
-    let reading = tokio::task::spawn_blocking(move || {
-        let mut reader = std::io::BufReader::new(stdout);
-        let mut line = String::new();
-        let read = reader.read_line(&mut line);
-        (read.map(|_| line), reader.into_inner())
-    });
-    // On a timeout the reading thread stays blocked until the child is
-    // killed (the caller's error path drops `children`), then sees EOF.
-    let Ok(joined) = tokio::time::timeout(READY_TIMEOUT, reading).await else {
-        bail!("node {} did not start within {READY_TIMEOUT:?}", index + 1);
-    };
-    let (line, stdout) = joined.context("reading a child's first line")?;
-    *kept = Some(stdout);
-    let line = line.with_context(|| format!("reading node {}'s stdout", index + 1))?;
-    if line.trim() == "ready" {
-        return Ok(());
-    }
-    let status = child
-        .wait()
-        .map(|status| status.to_string())
-        .unwrap_or_else(|error| error.to_string());
-    bail!(
-        "node {} failed to start ({status}); its error is above",
-        index + 1
-    )
-}
-
-/// Waits until `deadline` for `child` to exit; kills it after that.
-/// Returns what went wrong, if anything.
-fn wait_exit(child: &mut Child, deadline: Instant) -> Option<String> {
-    loop {
-        match child.try_wait() {
-            Ok(Some(status)) if status.success() => return None,
-            Ok(Some(status)) => return Some(format!("exited with {status}")),
-            Ok(None) if Instant::now() >= deadline => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Some(format!("did not exit within {EXIT_TIMEOUT:?}; killed"));
-            }
-            Ok(None) => std::thread::sleep(Duration::from_millis(10)),
-            Err(error) => return Some(format!("cannot wait for it: {error}")),
-        }
     }
 }
 
