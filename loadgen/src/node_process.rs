@@ -26,13 +26,11 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use barge::core::NodeId;
-use barge::node::{Node, NodeConfig, NodeError, StartMode};
-use barge_net::{ClusterId, NodeIdentity, PeerId};
+use barge::node::{ConfigError, Node, NodeConfig, NodeError};
 use bytes::{Bytes, BytesMut};
 use lexopt::prelude::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -44,19 +42,16 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use crate::run::protocol::{self, Frame};
 use crate::run::Counter;
 
-const USAGE: &str = "usage: barge-loadgen node --id N --peers ID=HOST:PORT,.. --client HOST:PORT \
---data-dir DIR --certs DIR [options]
-  --peers ID=HOST:PORT,..   Raft (QUIC/UDP) address of every node, this one included
+const USAGE: &str = "usage: barge-loadgen node --client HOST:PORT [options] and node flags
   --client HOST:PORT        where this node serves the binary client protocol (TCP)
   --clients ID=HOST:PORT,.. the other nodes' client addresses, sent with not-leader answers
-  --data-dir DIR            log and snapshots (created if missing)
-  --certs DIR               from `barge-loadgen certs` (ca.pem, node-N.pem, cluster)
   --metrics HOST:PORT       serve Prometheus metrics over HTTP there
   --inflight-max N          proposals in flight per connection (default 16384)
   --connections-max N       client connections (default 64)
   --parent-stdin            stop when stdin closes (the load generator holds it open)
   --no-fsync                UNSAFE, measurement only: the log does not fdatasync its writes
-                            (a power failure or kernel crash may lose acknowledged entries)";
+                            (a power failure or kernel crash may lose acknowledged entries)
+node flags (`barge::node::NodeConfig::from_flags`):";
 
 /// The largest proposal payload accepted (as `run --payload`).
 const PAYLOAD_BYTES_MAX: usize = 1 << 20;
@@ -67,20 +62,20 @@ const FRAME_BYTES_MAX: usize = PAYLOAD_BYTES_MAX + protocol::HEADER_BYTES;
 const READ_BYTES: usize = 64 << 10;
 /// Answers are gathered up to about this many bytes per socket write.
 const WRITE_BYTES_TARGET: usize = 256 << 10;
-/// The core's per-batch cost of a batch and of each entry, as counted in
-/// `encoded_bytes` of the core (kept with a margin).
-const BATCH_HEADER_BYTES: usize = 64;
-const ENTRY_OVERHEAD_BYTES: usize = 16;
+/// The encoded size of a batch, as the core counts it against
+/// `batch_bytes_max` (the batch format of `barge::core::Batch`: a u32 count,
+/// then a u32 end offset and a kind byte per entry, then the payloads). The
+/// core does not export its own count, so this is the one copy here.
+const BATCH_HEADER_BYTES: usize = 4;
+const ENTRY_OVERHEAD_BYTES: usize = 5;
 
 /// What one node process needs.
 #[derive(Debug)]
 struct Options {
-    id: NodeId,
-    peers: BTreeMap<NodeId, SocketAddr>,
+    /// The node itself, from the node flags.
+    config: NodeConfig,
     client: SocketAddr,
     clients: BTreeMap<NodeId, SocketAddr>,
-    data_dir: PathBuf,
-    certs: PathBuf,
     metrics: Option<SocketAddr>,
     inflight_max: usize,
     connections_max: usize,
@@ -89,38 +84,24 @@ struct Options {
     fsync: bool,
 }
 
-fn parse_map(flag: &str, text: &str) -> Result<BTreeMap<NodeId, SocketAddr>> {
-    text.split(',')
-        .map(|item| {
-            let (id, address) = item
-                .split_once('=')
-                .with_context(|| format!("{flag} {item:?}: expected ID=HOST:PORT"))?;
-            let id: u64 = id
-                .parse()
-                .with_context(|| format!("{flag} {item:?}: bad node id"))?;
-            let address = address
-                .parse()
-                .with_context(|| format!("{flag} {item:?}: bad address"))?;
-            Ok((NodeId(id), address))
-        })
-        .collect()
+fn usage() -> String {
+    format!("{USAGE}\n{}", NodeConfig::FLAGS_USAGE)
 }
 
 fn parse(mut parser: lexopt::Parser) -> Result<Option<Options>> {
-    let (mut id, mut peers, mut client, mut clients) = (None, None, None, BTreeMap::new());
-    let (mut data_dir, mut certs, mut metrics) = (None, None, None);
+    let (mut client, mut clients, mut metrics) = (None, BTreeMap::new(), None);
     let (mut inflight_max, mut connections_max, mut parent_stdin) = (16_384, 64, false);
     let mut fsync = true;
+    // Every other `--flag value` is a node flag, for `NodeConfig::from_flags`.
+    let mut node_flags: Vec<(String, String)> = Vec::new();
     while let Some(arg) = parser.next()? {
         let text =
             |parser: &mut lexopt::Parser| -> Result<String> { Ok(parser.value()?.string()?) };
         match arg {
-            Long("id") => id = Some(NodeId(text(&mut parser)?.parse().context("--id")?)),
-            Long("peers") => peers = Some(parse_map("--peers", &text(&mut parser)?)?),
             Long("client") => client = Some(text(&mut parser)?.parse().context("--client")?),
-            Long("clients") => clients = parse_map("--clients", &text(&mut parser)?)?,
-            Long("data-dir") => data_dir = Some(PathBuf::from(text(&mut parser)?)),
-            Long("certs") => certs = Some(PathBuf::from(text(&mut parser)?)),
+            Long("clients") => {
+                clients = NodeConfig::parse_addresses(&text(&mut parser)?).context("--clients")?;
+            }
             Long("metrics") => metrics = Some(text(&mut parser)?.parse().context("--metrics")?),
             Long("inflight-max") => {
                 inflight_max = text(&mut parser)?.parse().context("--inflight-max")?;
@@ -137,22 +118,31 @@ fn parse(mut parser: lexopt::Parser) -> Result<Option<Options>> {
             Long("parent-stdin") => parent_stdin = true,
             Long("no-fsync") => fsync = false,
             Long("help") | Short('h') => return Ok(None),
-            other => bail!("{}\n{USAGE}", other.unexpected()),
+            Long(flag) => {
+                let flag = format!("--{flag}");
+                let value = text(&mut parser).with_context(|| format!("{flag}\n{}", usage()))?;
+                node_flags.push((flag, value));
+            }
+            other => bail!("{}\n{}", other.unexpected(), usage()),
         }
     }
-    let required = |name: &str| anyhow::anyhow!("{name} is required\n{USAGE}");
-    let id = id.ok_or_else(|| required("--id"))?;
-    let peers = peers.ok_or_else(|| required("--peers"))?;
-    if !peers.contains_key(&id) {
-        bail!("--peers has no address for this node ({id})");
+    let mut flags = BTreeMap::new();
+    for (flag, value) in &node_flags {
+        if flags.insert(flag.as_str(), value.as_str()).is_some() {
+            bail!("{flag} is given twice");
+        }
+    }
+    let config = NodeConfig::from_flags(&mut flags).map_err(|error| match error {
+        ConfigError::Flag { .. } => anyhow::anyhow!("{error}\n{}", usage()),
+        other => anyhow::Error::new(other),
+    })?;
+    if let Some(unknown) = flags.keys().next() {
+        bail!("unknown flag {unknown}\n{}", usage());
     }
     Ok(Some(Options {
-        id,
-        peers,
-        client: client.ok_or_else(|| required("--client"))?,
+        config,
+        client: client.with_context(|| format!("--client: required\n{}", usage()))?,
         clients,
-        data_dir: data_dir.ok_or_else(|| required("--data-dir"))?,
-        certs: certs.ok_or_else(|| required("--certs"))?,
         metrics,
         inflight_max,
         connections_max,
@@ -168,7 +158,7 @@ fn parse(mut parser: lexopt::Parser) -> Result<Option<Options>> {
 /// port that cannot be bound, or a failed final sync of the log.
 pub fn run(parser: lexopt::Parser) -> Result<()> {
     let Some(options) = parse(parser)? else {
-        println!("{USAGE}");
+        println!("{}", usage());
         return Ok(());
     };
     // One worker serves the clients: the node's own threads (raft, log,
@@ -194,33 +184,19 @@ struct Server {
 }
 
 async fn serve_node(options: Options) -> Result<()> {
-    let cluster = std::fs::read_to_string(options.certs.join("cluster"))
-        .with_context(|| format!("reading {}/cluster", options.certs.display()))?;
-    let cluster = u64::from_str_radix(cluster.trim(), 16).context("certs/cluster: not hex")?;
-    let identity = NodeIdentity::load(&options.certs, ClusterId(cluster), PeerId(options.id.0))
-        .context("loading the node certificate")?;
     // Registered before the node starts: a SIGTERM while starting still
     // ends in a clean stop.
     let mut terminate = signal(SignalKind::terminate()).context("SIGTERM handler")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("SIGINT handler")?;
-    let mut peers = options.peers;
-    let listen = peers.remove(&options.id).context("own address")?;
-    let mut config = NodeConfig::new(
-        options.id,
-        cluster,
-        listen,
-        peers,
-        options.data_dir,
-        identity,
-    );
-    config.start = StartMode::New;
+    let mut config = options.config;
+    let id = config.id;
     config.metrics_listen = options.metrics;
     config.log.fsync = options.fsync;
     let batch_entries_max = (config.raft.batch_entries_max as usize).min(options.inflight_max);
     let batch_bytes_max = config.raft.batch_bytes_max as usize;
     let node = Node::start(config, Counter::default())
         .await
-        .with_context(|| format!("starting node {}", options.id))?;
+        .with_context(|| format!("starting node {id}"))?;
     let listener = match TcpListener::bind(options.client).await {
         Ok(listener) => listener,
         Err(error) => {
@@ -280,24 +256,12 @@ async fn watch_parent(enabled: bool) {
     if !enabled {
         return std::future::pending().await;
     }
-    // A plain thread: tokio's stdin is a feature the workspace leaves off,
-    // and the read blocks for the whole run anyway.
     let (closed, closing) = tokio::sync::oneshot::channel::<()>();
-    let watcher = std::thread::Builder::new()
-        .name("node-stdin".to_owned())
-        .spawn(move || {
-            let mut scratch = [0u8; 64];
-            let mut stdin = std::io::stdin().lock();
-            while let Ok(read) = std::io::Read::read(&mut stdin, &mut scratch) {
-                if read == 0 {
-                    break;
-                }
-            }
-            let _ = closed.send(());
-        });
-    match watcher {
-        // The sender is dropped or fires only when stdin has ended.
-        Ok(_) => {
+    match barge_loadgen::children::watch_stdin_closed(move || {
+        let _ = closed.send(());
+    }) {
+        // The sender fires (or is dropped) only when stdin has ended.
+        Ok(()) => {
             let _ = closing.await;
         }
         Err(error) => {

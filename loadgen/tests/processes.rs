@@ -132,7 +132,7 @@ fn bad_flags_are_refused_with_clear_errors() {
             &["run", "--processes", "--connections", "0"],
             "--connections must be between",
         ),
-        (&["node", "--id", "1"], "--peers is required"),
+        (&["node", "--id", "1"], "--peers: required"),
         (
             &[
                 "node",
@@ -142,11 +142,25 @@ fn bad_flags_are_refused_with_clear_errors() {
                 "1=127.0.0.1:1",
                 "--client",
                 "127.0.0.1:2",
+                "--data-dir",
+                "/nonexistent",
+                "--certs",
+                "/nonexistent",
             ],
             "no address for this node",
         ),
         (
-            &["node", "--id", "1", "--peers", "1:127.0.0.1:1"],
+            &[
+                "node",
+                "--id",
+                "1",
+                "--peers",
+                "1:127.0.0.1:1",
+                "--data-dir",
+                "/nonexistent",
+                "--certs",
+                "/nonexistent",
+            ],
             "expected ID=HOST:PORT",
         ),
         (
