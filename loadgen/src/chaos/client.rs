@@ -45,8 +45,7 @@ pub enum Reply {
 }
 
 impl Reply {
-    /// Classifies one answer line. Answers of the older protocol (`ERR ...`)
-    /// map to their meaning there, so the tool also runs against it.
+    /// Classifies one answer line.
     pub fn parse(line: &str) -> Reply {
         let line = line.trim_end();
         let (word, rest) = line.split_once(' ').unwrap_or((line, ""));
@@ -61,11 +60,6 @@ impl Reply {
             },
             "FAIL" => Reply::Fail(rest.to_owned()),
             "MAYBE" => Reply::Maybe(rest.to_owned()),
-            "ERR" if rest == "cas mismatch" => Reply::Mismatch,
-            "ERR" if rest.starts_with("invalid") || rest.starts_with("busy") => {
-                Reply::Fail(rest.to_owned())
-            }
-            "ERR" => Reply::Maybe(rest.to_owned()),
             _ => Reply::Unexpected(line.to_owned()),
         }
     }
@@ -298,9 +292,6 @@ mod tests {
             Reply::Fail("no leader".into())
         );
         assert_eq!(Reply::parse("MAYBE lost"), Reply::Maybe("lost".into()));
-        assert_eq!(Reply::parse("ERR cas mismatch"), Reply::Mismatch);
-        assert!(matches!(Reply::parse("ERR invalid: x"), Reply::Fail(_)));
-        assert!(matches!(Reply::parse("ERR timeout"), Reply::Maybe(_)));
         assert!(matches!(Reply::parse("HELLO"), Reply::Unexpected(_)));
     }
 

@@ -328,10 +328,32 @@ impl Cluster {
     /// # Cancel safety
     /// Cancel-safe, but the command may have been applied.
     pub async fn command(&self, line: &str, timeout: Duration) -> Result<Reply> {
+        Ok(self.command_at(line, timeout, None).await?.0)
+    }
+
+    /// As [`Cluster::command`], trying node `first` before asking every node
+    /// for `STATUS` to find the leader (a node that answered a command a
+    /// moment ago most likely still leads); also returns the node that
+    /// answered.
+    ///
+    /// # Errors
+    /// As [`Cluster::command`].
+    ///
+    /// # Cancel safety
+    /// As [`Cluster::command`].
+    pub async fn command_at(
+        &self,
+        line: &str,
+        timeout: Duration,
+        first: Option<u64>,
+    ) -> Result<(Reply, u64)> {
         let deadline = Instant::now() + timeout;
         let mut last = String::from("no attempt");
         let ids: Vec<u64> = self.clients.keys().copied().collect();
-        let mut target = self.leader().await.unwrap_or(ids[0]);
+        let mut target = match first.filter(|id| self.clients.contains_key(id)) {
+            Some(id) => id,
+            None => self.leader().await.unwrap_or(ids[0]),
+        };
         let mut attempt = 0usize;
         while Instant::now() < deadline {
             attempt += 1;

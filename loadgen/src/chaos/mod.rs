@@ -46,6 +46,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 
 pub use options::{Family, Options, USAGE};
+use report::Samples;
 pub use report::{Outcome3, Report};
 
 use crate::check::{Limits, Op, Operation, Outcome};
@@ -219,13 +220,15 @@ pub async fn run(options: &Options, dir: &Path, program: &Path) -> Result<Report
     let converged = converge(&cluster).await;
     let mut finals = BTreeMap::new();
     let mut final_reads_missing = Vec::new();
+    // The node that answered the last read serves the next: one round of
+    // `STATUS` finds the leader for all of them, not one per key.
+    let mut reader = None;
     for key in (0..options.keys).map(|k| format!("k{k}")) {
         let invoked_ns = clock.now_ns();
-        match cluster
-            .command(&format!("GET {key}"), FINAL_READ_TIMEOUT)
-            .await
-        {
-            Ok(reply @ (Reply::Ok(Some(_)) | Reply::Absent)) => {
+        let line = format!("GET {key}");
+        match cluster.command_at(&line, FINAL_READ_TIMEOUT, reader).await {
+            Ok((reply @ (Reply::Ok(Some(_)) | Reply::Absent), answered_by)) => {
+                reader = Some(answered_by);
                 let value = match reply {
                     Reply::Ok(value) => value,
                     _ => None,
@@ -239,7 +242,7 @@ pub async fn run(options: &Options, dir: &Path, program: &Path) -> Result<Report
                 });
                 finals.insert(key, value);
             }
-            Ok(other) => {
+            Ok((other, _)) => {
                 log.errors
                     .push(format!("final GET {key} answered {other:?}"));
                 final_reads_missing.push(key);
@@ -286,16 +289,17 @@ pub async fn run(options: &Options, dir: &Path, program: &Path) -> Result<Report
         final_reads_missing,
         verdict,
         check_s,
-        nemesis: log,
         leader_changes: u64::try_from(leaders.len().saturating_sub(1)).unwrap_or(u64::MAX),
-        recovery_ms,
+        recovery_ms: Samples::new(recovery_ms),
         unrecovered,
-        unavailable_ms,
-        write_latency_ms,
+        unavailable_ms: Samples::new(unavailable_ms),
+        write_latency_ms: Samples::new(write_latency_ms),
+        catch_up_ms: Samples::new(log.catch_up_ms.clone()),
         proxy,
         statuses,
         converged,
         run_dir: PathBuf::from(dir).display().to_string(),
+        nemesis: log,
     })
 }
 

@@ -158,15 +158,33 @@ pub fn write_latency_ms(history: &[Operation]) -> Vec<f64> {
         .collect()
 }
 
-/// The `quantile` (0..=1) of `values` by nearest rank; `None` when empty.
-pub fn quantile(values: &[f64], quantile: f64) -> Option<f64> {
-    if values.is_empty() {
-        return None;
+/// Values sorted once, for any number of quantiles of them.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Samples(Vec<f64>);
+
+impl Samples {
+    pub fn new(mut values: Vec<f64>) -> Samples {
+        values.sort_by(f64::total_cmp);
+        Samples(values)
     }
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    let rank = ((quantile * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
-    Some(sorted[rank - 1])
+
+    /// The `quantile` (0..=1) by nearest rank; `None` when empty.
+    pub fn quantile(&self, quantile: f64) -> Option<f64> {
+        let sorted = &self.0;
+        if sorted.is_empty() {
+            return None;
+        }
+        let rank = ((quantile * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+        Some(sorted[rank - 1])
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
 }
 
 /// Everything the run found.
@@ -184,12 +202,14 @@ pub struct Report {
     pub check_s: f64,
     pub nemesis: NemesisLog,
     pub leader_changes: u64,
-    pub recovery_ms: Vec<f64>,
+    pub recovery_ms: Samples,
     pub unrecovered: usize,
     /// Per fault: the longest stretch without an acknowledged write.
-    pub unavailable_ms: Vec<f64>,
+    pub unavailable_ms: Samples,
     /// Latency of acknowledged writes over the whole run.
-    pub write_latency_ms: Vec<f64>,
+    pub write_latency_ms: Samples,
+    /// The nemesis's catch-up times (`NemesisLog::catch_up_ms`).
+    pub catch_up_ms: Samples,
     /// What the fault proxy did with the nodes' datagrams.
     pub proxy: crate::proxy::ProxyStats,
     /// Final `STATUS` of every node (absent: it did not answer).
@@ -301,25 +321,25 @@ impl Report {
             "unexpected_exit_count": self.nemesis.unexpected_exit_count,
             "leader_changes": self.leader_changes,
             "recovery_ms": {
-                "p50": quantile(&self.recovery_ms, 0.5),
-                "max": quantile(&self.recovery_ms, 1.0),
+                "p50": self.recovery_ms.quantile(0.5),
+                "max": self.recovery_ms.quantile(1.0),
                 "count": self.recovery_ms.len(),
                 "unrecovered": self.unrecovered,
             },
             "write_latency_ms": {
-                "p50": quantile(&self.write_latency_ms, 0.5),
-                "p99": quantile(&self.write_latency_ms, 0.99),
-                "max": quantile(&self.write_latency_ms, 1.0),
+                "p50": self.write_latency_ms.quantile(0.5),
+                "p99": self.write_latency_ms.quantile(0.99),
+                "max": self.write_latency_ms.quantile(1.0),
             },
             "catch_up_ms": {
-                "p50": quantile(&self.nemesis.catch_up_ms, 0.5),
-                "max": quantile(&self.nemesis.catch_up_ms, 1.0),
-                "count": self.nemesis.catch_up_ms.len(),
+                "p50": self.catch_up_ms.quantile(0.5),
+                "max": self.catch_up_ms.quantile(1.0),
+                "count": self.catch_up_ms.len(),
                 "not_caught_up": self.nemesis.not_caught_up,
             },
             "unavailable_ms": {
-                "p50": quantile(&self.unavailable_ms, 0.5),
-                "max": quantile(&self.unavailable_ms, 1.0),
+                "p50": self.unavailable_ms.quantile(0.5),
+                "max": self.unavailable_ms.quantile(1.0),
                 "count": self.unavailable_ms.len(),
             },
             "proxy": {
@@ -379,29 +399,29 @@ impl Report {
         let _ = writeln!(
             out,
             "  recovery          p50 {}, max {} over {} heals ({} without a write before the next fault)",
-            ms(quantile(&self.recovery_ms, 0.5)),
-            ms(quantile(&self.recovery_ms, 1.0)),
+            ms(self.recovery_ms.quantile(0.5)),
+            ms(self.recovery_ms.quantile(1.0)),
             self.recovery_ms.len(),
             self.unrecovered
         );
         let _ = writeln!(
             out,
             "  write latency     p50 {:.1} ms, p99 {:.1} ms (acknowledged writes, whole run: the baseline)",
-            quantile(&self.write_latency_ms, 0.5).unwrap_or(0.0),
-            quantile(&self.write_latency_ms, 0.99).unwrap_or(0.0),
+            self.write_latency_ms.quantile(0.5).unwrap_or(0.0),
+            self.write_latency_ms.quantile(0.99).unwrap_or(0.0),
         );
         let _ = writeln!(
             out,
             "  catch-up          p50 {}, max {} (all follow one leader, applied its commit at the heal; {} not within bound)",
-            ms(quantile(&self.nemesis.catch_up_ms, 0.5)),
-            ms(quantile(&self.nemesis.catch_up_ms, 1.0)),
+            ms(self.catch_up_ms.quantile(0.5)),
+            ms(self.catch_up_ms.quantile(1.0)),
             self.nemesis.not_caught_up
         );
         let _ = writeln!(
             out,
             "  no-write window   p50 {}, max {} (longest stretch without an acknowledged write, per fault)",
-            ms(quantile(&self.unavailable_ms, 0.5)),
-            ms(quantile(&self.unavailable_ms, 1.0)),
+            ms(self.unavailable_ms.quantile(0.5)),
+            ms(self.unavailable_ms.quantile(1.0)),
         );
         let _ = writeln!(out, "  lost acked writes {}", self.lost_acked_writes.len());
         let _ = writeln!(
@@ -585,9 +605,11 @@ mod tests {
 
     #[test]
     fn quantiles() {
-        assert_eq!(quantile(&[], 0.5), None);
-        assert_eq!(quantile(&[3.0, 1.0, 2.0], 0.5), Some(2.0));
-        assert_eq!(quantile(&[3.0, 1.0, 2.0], 1.0), Some(3.0));
-        assert_eq!(quantile(&[5.0], 0.0), Some(5.0));
+        assert_eq!(Samples::new(Vec::new()).quantile(0.5), None);
+        let three = Samples::new(vec![3.0, 1.0, 2.0]);
+        assert_eq!(three.quantile(0.5), Some(2.0));
+        assert_eq!(three.quantile(1.0), Some(3.0));
+        assert_eq!(three.quantile(0.0), Some(1.0));
+        assert_eq!(Samples::new(vec![5.0]).quantile(0.0), Some(5.0));
     }
 }
