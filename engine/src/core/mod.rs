@@ -14,10 +14,12 @@
 //! 1. Recover [`Persisted`] state from disk and call [`Raft::new`]. If the
 //!    log was damaged, cut it back to its intact prefix, and pass the last
 //!    entry id it held as [`Persisted::lost`] (persist that floor first, and
-//!    drop your copy once [`Raft::repair_floor`] returns `None`): the node
-//!    then refetches the lost entries from the leader and meanwhile neither
-//!    campaigns nor votes for a candidate missing them (protocol-aware
-//!    recovery, after PAR, FAST 2018).
+//!    drop your copy once [`Raft::repair_floor`] returns `None`) and a
+//!    [`Persisted::log_generation`] one higher than before (persist it
+//!    first too, and keep it for good): the node then refetches the lost
+//!    entries from the leader, which learns of the loss from the higher
+//!    generation, and meanwhile neither campaigns nor votes for a candidate
+//!    missing them (protocol-aware recovery, after PAR, FAST 2018).
 //! 2. Loop: feed whatever happened (ticks, peer messages, proposals, disk
 //!    completions, state-machine progress) through `handle_*`, then drain
 //!    [`Raft::poll_action`] until `None` and carry the actions out:

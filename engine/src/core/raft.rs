@@ -401,6 +401,13 @@ impl Raft {
         self.repair_floor
     }
 
+    /// How many times this node's log went back (from
+    /// [`Persisted::log_generation`]), as it tells leaders.
+    #[must_use]
+    pub fn log_generation(&self) -> LogGeneration {
+        self.log_generation
+    }
+
     /// The last snapshot's metadata, if any.
     #[must_use]
     pub fn snapshot_meta(&self) -> Option<&SnapshotMeta> {

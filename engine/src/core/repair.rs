@@ -35,6 +35,23 @@
 //! - a snapshot covering the floor's index is installed (the commit index
 //!   moves to it: the previous case).
 //!
+//! # Telling the leader
+//! The leader that saw this node acknowledge the lost entries believes it
+//! still holds them: it would resend nothing below its match point. Every
+//! answer to an append carries the node's log generation
+//! ([`super::LogGeneration`]), which the driver raised durably before the
+//! cut, and while the floor is set the node answers heartbeats with a
+//! rejection too, so an idle leader learns it as well. A leader lowers a
+//! follower's match point only on a generation newer than the one it
+//! learnt the match point in (`Progress::generation_seen`) and ignores
+//! answers of older generations: a rejection merely reordered behind a
+//! later acknowledgement (same generation) is stale, and an acknowledgement
+//! sent before the loss cannot raise the match point back. Counting an
+//! acknowledgement from before the loss was safe anyway (the floor keeps
+//! the promise it made), but the leader would then never resend the lost
+//! entries. A new leader starts each follower at generation 0 and match 0,
+//! so it needs no history.
+//!
 //! Lost entries that were never committed and that a new leader overwrote
 //! can keep the floor set until the new leader's log passes the floor
 //! (a higher term at any index does): a liveness cost, never a safety one.

@@ -214,10 +214,8 @@ pub(super) fn recover(
         .last
         .map(|last| LogId::new(Term(last.term), LogIndex(last.index)));
     if let Some(damage) = assess_damage(&recovery, snapshot_index, hard_state.term) {
-        let floor = lost.map_or(damage.floor, |lost| lost.max(damage.floor));
+        let floor = record_damage(dir, lost, damage.floor, log_generation)?;
         log_generation = log_generation.next();
-        write_durably(dir, GENERATION_FILE, &encode_log_generation(log_generation))?;
-        write_durably(dir, REPAIR_FILE, &encode_repair_floor(floor))?;
         lost = Some(floor);
         let cut_from = damage
             .cut_from
@@ -328,6 +326,25 @@ pub(super) fn recover(
         log_generation,
     };
     Ok((Recovered { wal, persisted }, snapshot))
+}
+
+/// Module docs, step 2: before the log is cut, makes the next log
+/// generation durable, then the repair floor (the higher of `found` and a
+/// floor `pending` from an earlier start). Returns the floor written.
+fn record_damage(
+    dir: &Path,
+    pending: Option<LogId>,
+    found: LogId,
+    generation: LogGeneration,
+) -> Result<LogId, StartError> {
+    let floor = pending.map_or(found, |pending| pending.max(found));
+    write_durably(
+        dir,
+        GENERATION_FILE,
+        &encode_log_generation(generation.next()),
+    )?;
+    write_durably(dir, REPAIR_FILE, &encode_repair_floor(floor))?;
+    Ok(floor)
 }
 
 /// What to do about the damage the WAL reported at open.
@@ -848,6 +865,38 @@ mod tests {
         clear_repair_floor(dir.path()).expect("remove");
         clear_repair_floor(dir.path()).expect("already gone");
         assert_eq!(read_repair_floor(dir.path()).expect("absent"), None);
+    }
+
+    #[test]
+    fn damage_raises_the_generation_and_the_floor_durably() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let found = LogId::new(Term(2), LogIndex(40));
+        let generation = read_log_generation(dir.path()).expect("absent");
+        let floor = record_damage(dir.path(), None, found, generation).expect("record");
+        assert_eq!(floor, found);
+        assert_eq!(
+            read_log_generation(dir.path()).expect("read"),
+            LogGeneration(1)
+        );
+        assert_eq!(read_repair_floor(dir.path()).expect("read"), Some(found));
+
+        // Damage found again at the next start (a crash before the cut, or
+        // new damage): the generation grows again, the floor never falls.
+        let lower = LogId::new(Term(2), LogIndex(30));
+        let floor =
+            record_damage(dir.path(), Some(found), lower, LogGeneration(1)).expect("record again");
+        assert_eq!(floor, found);
+        assert_eq!(
+            read_log_generation(dir.path()).expect("read"),
+            LogGeneration(2)
+        );
+        // Clearing the floor keeps the generation.
+        clear_repair_floor(dir.path()).expect("clear");
+        assert_eq!(read_repair_floor(dir.path()).expect("absent"), None);
+        assert_eq!(
+            read_log_generation(dir.path()).expect("kept"),
+            LogGeneration(2)
+        );
     }
 
     #[test]
