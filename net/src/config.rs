@@ -49,7 +49,9 @@ pub const PROTOCOL_VERSION: u16 = 1;
 /// `send_queue_bytes_max` + `control_queue_bytes_max` (queued by the caller),
 /// `send_window_bytes` (in quinn, unacknowledged) and
 /// `receive_queue_frames_max` × `frame_bytes_max` × 3 classes +
-/// `connection_receive_window_bytes` on the receiving side. (A small frame
+/// `connection_receive_window_bytes` on the receiving side, plus the
+/// kernel's buffer of the one UDP socket all peers share
+/// (`socket_receive_buffer_bytes`, `socket_send_buffer_bytes`). (A small frame
 /// sliced out of a received chunk keeps that chunk's buffer alive until the
 /// caller drops it; quinn's receive buffers are at most one GRO batch,
 /// 64 KiB, so the receive bound is `receive_queue_frames_max` × 3 ×
