@@ -20,6 +20,7 @@ use bytes::Bytes;
 use crossbeam_channel::Receiver;
 use tokio::sync::{mpsc, oneshot, Notify};
 
+use super::completion::{Answer, Completions, Outbox, Responder, Route};
 use super::error::NodeError;
 use super::snapshots::SnapshotWorker;
 use super::state_machine::StateMachine;
@@ -38,8 +39,14 @@ const DRAIN_PER_SOURCE_MAX: usize = 4096;
 /// failed, or the applied entry's term was unknown) is tried again.
 const SNAPSHOT_RETRY_TICKS: u64 = 100;
 
-/// How a proposal caller wants its answer.
-enum ProposalResponder {
+/// How a proposal caller wants its answer, and how it is sent.
+struct ProposalResponder {
+    route: Route,
+    reply: Reply,
+}
+
+/// The answer channel of a proposal; `Many` collects its responses.
+enum Reply {
     One(oneshot::Sender<Result<Bytes, NodeError>>),
     Many(oneshot::Sender<Result<Vec<Bytes>, NodeError>>, Vec<Bytes>),
 }
@@ -54,15 +61,12 @@ struct ProposalWaiter {
 }
 
 impl ProposalResponder {
-    fn fail(self, error: NodeError) {
-        match self {
-            ProposalResponder::One(sender) => {
-                let _ = sender.send(Err(error));
-            }
-            ProposalResponder::Many(sender, _) => {
-                let _ = sender.send(Err(error));
-            }
-        }
+    fn failure(self, error: NodeError) -> (Route, Answer) {
+        let answer = match self.reply {
+            Reply::One(sender) => Answer::failure(Responder::One(sender), error),
+            Reply::Many(sender, _) => Answer::failure(Responder::Many(sender), error),
+        };
+        (self.route, answer)
     }
 }
 
@@ -142,6 +146,9 @@ pub(super) struct Driver {
     snapshot_retry_tick: u64,
     entries_scratch: Vec<Entry>,
     responses_scratch: Vec<Bytes>,
+    /// Proposal answers decided this iteration, for the completer.
+    outbox: Outbox,
+    completions: Arc<Completions>,
     /// The data directory holds a `repair` file (a damaged log is being
     /// refetched); removed once the core clears its repair floor.
     repair_file: bool,
@@ -163,6 +170,7 @@ impl Driver {
         shared: Arc<Shared>,
         wire_limits: WireLimits,
         election_timeout_ticks: u64,
+        completions: Arc<Completions>,
     ) -> Driver {
         let wal_completions = wal.completions();
         let repair_file = core.repair_floor().is_some();
@@ -194,6 +202,8 @@ impl Driver {
             snapshot_retry_tick: 0,
             entries_scratch: Vec::new(),
             responses_scratch: Vec::new(),
+            outbox: Outbox::default(),
+            completions,
             repair_file,
         }
     }
@@ -210,6 +220,7 @@ impl Driver {
         // The core may have actions from recovery (none today, but cheap).
         if let Err(error) = self.dispatch() {
             self.fail(error);
+            self.completions.end();
             return self.close();
         }
         loop {
@@ -231,6 +242,7 @@ impl Driver {
             }
         }
         self.stop_waiters(NodeError::Stopped);
+        self.completions.end();
         self.close()
     }
 
@@ -276,6 +288,9 @@ impl Driver {
         self.drain_completions()?;
         self.dispatch()?;
         self.finish_repair();
+        // One hand-over per iteration: the answers of everything this
+        // iteration applied or refused.
+        self.outbox.flush(&self.completions);
         self.shared.publish(
             &self.core,
             self.wal.as_deref(),
@@ -349,20 +364,31 @@ impl Driver {
 
     fn on_request(&mut self, request: Request, now: Instant) {
         match request {
-            Request::Propose { payload, responder } => self.queued.push_back(QueuedProposal {
+            Request::Propose {
+                payload,
+                responder,
+                route,
+            } => self.queued.push_back(QueuedProposal {
                 payloads: Payloads::One(payload),
                 started: now,
-                responder: ProposalResponder::One(responder),
+                responder: ProposalResponder {
+                    route,
+                    reply: Reply::One(responder),
+                },
             }),
             Request::ProposeBatch {
                 payloads,
                 responder,
+                route,
             } => {
                 let count = payloads.len();
                 self.queued.push_back(QueuedProposal {
                     payloads: Payloads::Many(payloads),
                     started: now,
-                    responder: ProposalResponder::Many(responder, Vec::with_capacity(count)),
+                    responder: ProposalResponder {
+                        route,
+                        reply: Reply::Many(responder, Vec::with_capacity(count)),
+                    },
                 });
             }
             Request::Read { responder } => {
@@ -433,9 +459,10 @@ impl Driver {
         if self.core.role() != Role::Leader {
             let leader_hint = self.core.leader();
             for proposal in self.queued.drain(..) {
-                proposal
+                let (route, answer) = proposal
                     .responder
-                    .fail(NodeError::NotLeader { leader_hint });
+                    .failure(NodeError::NotLeader { leader_hint });
+                self.outbox.push(route, answer);
             }
             return;
         }
@@ -489,7 +516,8 @@ impl Driver {
                 Err(error) => {
                     let error = NodeError::from(error);
                     for proposal in self.queued.drain(..take) {
-                        proposal.responder.fail(error.clone());
+                        let (route, answer) = proposal.responder.failure(error.clone());
+                        self.outbox.push(route, answer);
                     }
                 }
             }
@@ -694,6 +722,7 @@ impl Driver {
     fn resolve_applied(&mut self, last: LogIndex) {
         let now = Instant::now();
         let leader_hint = self.core.leader();
+        let mut latencies = LatencyRun::default();
         let applied = self
             .entries_scratch
             .drain(..)
@@ -707,9 +736,10 @@ impl Driver {
             {
                 let waiter = self.waiters.pop_front().expect("front checked above");
                 let index = waiter.first;
-                waiter
+                let (route, answer) = waiter
                     .responder
-                    .fail(NodeError::ProposalDropped { index, leader_hint });
+                    .failure(NodeError::ProposalDropped { index, leader_hint });
+                self.outbox.push(route, answer);
             }
             let Some(waiter) = self.waiters.front_mut() else {
                 continue;
@@ -719,35 +749,31 @@ impl Driver {
             }
             if entry.id.term != waiter.term {
                 let waiter = self.waiters.pop_front().expect("front checked above");
-                waiter
+                let (route, answer) = waiter
                     .responder
-                    .fail(NodeError::ProposalDropped { index, leader_hint });
+                    .failure(NodeError::ProposalDropped { index, leader_hint });
+                self.outbox.push(route, answer);
                 continue;
             }
-            let response = match &mut waiter.responder {
-                ProposalResponder::Many(_, collected) => {
+            let response = match &mut waiter.responder.reply {
+                Reply::Many(_, collected) => {
                     collected.push(response);
                     None
                 }
-                ProposalResponder::One(_) => Some(response),
+                Reply::One(_) => Some(response),
             };
             if index == waiter.last {
                 let waiter = self.waiters.pop_front().expect("front checked above");
                 let count = waiter.last.0 - waiter.first.0 + 1;
-                self.shared
-                    .commit_latency
-                    .record(now.duration_since(waiter.started), count);
-                self.shared.proposals_committed(count);
-                match waiter.responder {
-                    ProposalResponder::One(sender) => {
-                        let _ = sender.send(Ok(response.unwrap_or_default()));
-                    }
-                    ProposalResponder::Many(sender, collected) => {
-                        let _ = sender.send(Ok(collected));
-                    }
-                }
+                latencies.add(waiter.started, count, &self.shared, now);
+                let answer = match waiter.responder.reply {
+                    Reply::One(sender) => Answer::One(sender, Ok(response.unwrap_or_default())),
+                    Reply::Many(sender, collected) => Answer::Many(sender, Ok(collected)),
+                };
+                self.outbox.push(waiter.responder.route, answer);
             }
         }
+        latencies.flush(&self.shared, now);
         // A proposal whose last index is now applied without having matched
         // (its entries were overwritten, or skipped by a snapshot) failed.
         while self
@@ -757,9 +783,10 @@ impl Driver {
         {
             let waiter = self.waiters.pop_front().expect("front checked above");
             let index = waiter.first;
-            waiter
+            let (route, answer) = waiter
                 .responder
-                .fail(NodeError::ProposalDropped { index, leader_hint });
+                .failure(NodeError::ProposalDropped { index, leader_hint });
+            self.outbox.push(route, answer);
         }
         let mut position = self.changes.len();
         while position > 0 {
@@ -908,9 +935,10 @@ impl Driver {
         {
             let waiter = self.waiters.pop_front().expect("front checked above");
             let index = waiter.first;
-            waiter
+            let (route, answer) = waiter
                 .responder
-                .fail(NodeError::ProposalDropped { index, leader_hint });
+                .failure(NodeError::ProposalDropped { index, leader_hint });
+            self.outbox.push(route, answer);
         }
         self.core
             .handle_snapshot_installed(last)
@@ -923,12 +951,16 @@ impl Driver {
         self.stop_waiters(error);
     }
 
+    /// Answers everything pending from this thread (grouped answers
+    /// included: the completer may never run again) and refuses what is
+    /// still queued.
     fn stop_waiters(&mut self, error: NodeError) {
+        self.outbox.send_here();
         for waiter in self.waiters.drain(..) {
-            waiter.responder.fail(error.clone());
+            waiter.responder.failure(error.clone()).1.send();
         }
         for proposal in self.queued.drain(..) {
-            proposal.responder.fail(error.clone());
+            proposal.responder.failure(error.clone()).1.send();
         }
         for (_, responder) in self.reads.drain() {
             let _ = responder.send(Err(error.clone()));
@@ -942,6 +974,35 @@ impl Driver {
         self.requests.close();
         while let Ok(request) = self.requests.try_recv() {
             request.refuse(error.clone());
+        }
+    }
+}
+
+/// Commit latencies of consecutive proposals with the same start (drained
+/// in one burst, which reads the clock once), recorded as one histogram
+/// update instead of one per proposal.
+#[derive(Default)]
+struct LatencyRun {
+    started: Option<Instant>,
+    count: u64,
+}
+
+impl LatencyRun {
+    fn add(&mut self, started: Instant, count: u64, shared: &Shared, now: Instant) {
+        if self.started != Some(started) {
+            self.flush(shared, now);
+            self.started = Some(started);
+        }
+        self.count += count;
+    }
+
+    fn flush(&mut self, shared: &Shared, now: Instant) {
+        if let Some(started) = self.started.take() {
+            shared
+                .commit_latency
+                .record(now.duration_since(started), self.count);
+            shared.proposals_committed(self.count);
+            self.count = 0;
         }
     }
 }
