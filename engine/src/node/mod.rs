@@ -58,9 +58,12 @@
 //! switches and 1.8 heap allocations per committed entry, all threads and
 //! nodes together, of which 1.0 allocation is that oneshot (the completer
 //! adds none: its two queues swap and keep their capacity). With the
-//! completer, `barge-loadgen run` CPU by thread in interleaved runs on a
-//! loaded machine: `barge-raft` 0.52-0.62 µs per committed entry against
-//! 0.77-0.85 µs before, the whole process 2.3-2.7 µs against 2.6-2.9 µs.
+//! completer, in 12 interleaved pairs of `barge-loadgen run --baseline`
+//! on a shared machine (load 6-15), medians of CPU per committed entry:
+//! `barge-raft` 0.59 µs against 0.80 µs before, the whole process 2.6 µs
+//! against 2.9 µs; throughput median 433k against 391k entries/s (single
+//! pairs vary by ±30 %; the completer won 7 of 12, and at load 6-8 the
+//! CPU difference was within the noise).
 //!
 //! # Example
 //!
