@@ -19,7 +19,7 @@ mod kv;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -181,16 +181,13 @@ fn read_on(processes: &Processes, id: u64, line: &str) -> String {
 }
 
 fn free_port_pairs(count: u64) -> BTreeMap<u64, (SocketAddr, SocketAddr)> {
-    // Bind, read the port, release: the process binds it again right after.
+    // Outside the ephemeral range: nothing else takes a port while a node
+    // is down between restarts.
     (1..=count)
         .map(|id| {
-            let udp = UdpSocket::bind("127.0.0.1:0").expect("bind");
-            let tcp = TcpListener::bind("127.0.0.1:0").expect("bind");
-            let addresses = (
-                udp.local_addr().expect("udp"),
-                tcp.local_addr().expect("tcp"),
-            );
-            (id, addresses)
+            let udp = barge_net::ports::loopback_address().expect("free UDP port");
+            let tcp = barge_net::ports::loopback_address().expect("free TCP port");
+            (id, (udp, tcp))
         })
         .collect()
 }

@@ -4,7 +4,7 @@
 mod node;
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
 use barge::core::NodeId;
@@ -25,10 +25,7 @@ fn http(address: SocketAddr, request: &[u8]) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prometheus_listener() {
-    let address = TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("address");
+    let address = barge_net::ports::loopback_address().expect("free port");
     let mut cluster = Cluster::start(0, 1).await;
     let mut config = cluster.config(NodeId(1), barge::node::StartMode::New);
     config.initial_voters = [NodeId(1)].into();

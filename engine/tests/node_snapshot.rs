@@ -256,9 +256,7 @@ async fn a_failed_state_machine_snapshot_is_retried() {
 
     let ca = DevCa::generate(ClusterId(node::CLUSTER)).expect("dev CA");
     let dir = tempfile::tempdir().expect("tempdir");
-    let listen = std::net::UdpSocket::bind("127.0.0.1:0")
-        .and_then(|socket| socket.local_addr())
-        .expect("free address");
+    let listen = barge_net::ports::loopback_address().expect("free address");
     let mut config = NodeConfig::new(
         NodeId(1),
         node::CLUSTER,

@@ -167,18 +167,22 @@ impl ChildProcess {
 }
 
 /// `count` pairs of a loopback UDP socket and a loopback TCP listener, each
-/// on a free port, all distinct. They stay bound while held, so nothing
-/// else (a proxy starting meanwhile, say) takes one; the caller drops them
-/// right before the children bind the same ports (a race with other
-/// programs is possible then but rare, and fails the start clearly).
+/// pair on one free port, all distinct. They stay bound while held, so
+/// nothing else (a proxy starting meanwhile, say) takes one; the caller
+/// drops them right before the children bind the same ports. The ports lie
+/// outside the kernel's ephemeral range ([`barge_net::ports`]), so no
+/// socket binding port 0 or connecting out takes one while a child is down
+/// between a kill and its restart.
 ///
 /// # Errors
 /// A port could not be bound.
 pub fn loopback_ports(count: u64) -> Result<Vec<(UdpSocket, TcpListener)>> {
     (0..count)
         .map(|_| {
-            let udp = UdpSocket::bind("127.0.0.1:0").context("binding a loopback UDP port")?;
-            let tcp = TcpListener::bind("127.0.0.1:0").context("binding a loopback TCP port")?;
+            let address =
+                barge_net::ports::loopback_address().context("finding a loopback port")?;
+            let udp = UdpSocket::bind(address).context("binding a loopback UDP port")?;
+            let tcp = TcpListener::bind(address).context("binding a loopback TCP port")?;
             Ok((udp, tcp))
         })
         .collect()

@@ -2,7 +2,7 @@
 //! user runs them: the binary, real child processes, fsync and TLS on.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream, UdpSocket};
+use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -217,12 +217,8 @@ fn a_node_process_speaks_the_binary_protocol_and_refuses_bad_frames() {
         "{}",
         String::from_utf8_lossy(&written.stderr)
     );
-    let raft = UdpSocket::bind("127.0.0.1:0")
-        .and_then(|socket| socket.local_addr())
-        .expect("a free UDP port");
-    let client = TcpListener::bind("127.0.0.1:0")
-        .and_then(|socket| socket.local_addr())
-        .expect("a free TCP port");
+    let raft = barge_net::ports::loopback_address().expect("a free UDP port");
+    let client = barge_net::ports::loopback_address().expect("a free TCP port");
     let mut node = Command::new(BINARY)
         .args(["node", "--id", "1", "--peers", &format!("1={raft}")])
         .args(["--client", &client.to_string(), "--parent-stdin"])

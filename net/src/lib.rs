@@ -108,6 +108,7 @@ pub mod config;
 pub mod frame;
 pub mod handshake;
 pub mod memory;
+pub mod ports;
 pub mod quic;
 pub mod tls;
 pub mod transport;

@@ -5,7 +5,7 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
-use std::net::{SocketAddr, UdpSocket};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -78,11 +78,12 @@ pub struct Cluster {
 pub const CLUSTER: u64 = 42;
 
 fn free_addresses(count: u64) -> BTreeMap<NodeId, SocketAddr> {
-    // Bind, read the port, release: the node binds it again right after.
+    // Outside the ephemeral range: nothing else takes the port while a
+    // node is down between restarts.
     (1..=count)
         .map(|id| {
-            let socket = UdpSocket::bind("127.0.0.1:0").expect("bind loopback");
-            (NodeId(id), socket.local_addr().expect("local address"))
+            let address = barge_net::ports::loopback_address().expect("free loopback port");
+            (NodeId(id), address)
         })
         .collect()
 }

@@ -4,7 +4,7 @@
 //! directory with fsync on. The proposers talk to it through [`LocalRouter`].
 
 use std::collections::BTreeMap;
-use std::net::{SocketAddr, UdpSocket};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -58,8 +58,8 @@ pub struct LocalCluster {
 fn free_addresses(count: u64) -> Result<BTreeMap<NodeId, SocketAddr>> {
     (1..=count)
         .map(|id| {
-            let socket = UdpSocket::bind("127.0.0.1:0").context("binding a loopback port")?;
-            Ok((NodeId(id), socket.local_addr()?))
+            let address = barge_net::ports::loopback_address().context("a loopback port")?;
+            Ok((NodeId(id), address))
         })
         .collect()
 }
