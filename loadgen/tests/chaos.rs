@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+mod running;
+
 /// One experiment at a time: each runs a whole cluster.
 static SERIAL: Mutex<()> = Mutex::new(());
 
@@ -200,19 +202,7 @@ fn bad_options_are_refused_with_a_clear_error() {
 
 /// Command lines of the `kv` node processes whose arguments name `path`.
 fn kv_processes_using(path: &std::path::Path) -> Vec<String> {
-    let needle = path.to_string_lossy().into_owned();
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .filter_map(Result::ok)
-        .filter(|entry| entry.file_name().to_string_lossy().parse::<u32>().is_ok())
-        .filter_map(|entry| {
-            let raw = std::fs::read(entry.path().join("cmdline")).ok()?;
-            let line = String::from_utf8_lossy(&raw).replace('\0', " ");
-            (line.contains(&needle) && line.contains(" kv ")).then_some(line)
-        })
-        .collect()
+    running::processes_using(path, "kv")
 }
 
 /// The KV nodes hold their stdin from the chaos tool (`--parent-stdin`):

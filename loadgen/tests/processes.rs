@@ -7,6 +7,8 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+mod running;
+
 const BINARY: &str = env!("CARGO_BIN_EXE_barge-loadgen");
 
 fn loadgen(args: &[&str]) -> Output {
@@ -16,22 +18,9 @@ fn loadgen(args: &[&str]) -> Output {
         .expect("barge-loadgen runs")
 }
 
-/// Node processes whose command line mentions `path` (they name their data
-/// directories under it).
+/// Node processes whose command line mentions `path`.
 fn processes_using(path: &Path) -> Vec<String> {
-    let needle = path.to_string_lossy().into_owned();
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .filter_map(Result::ok)
-        .filter(|entry| entry.file_name().to_string_lossy().parse::<u32>().is_ok())
-        .filter_map(|entry| {
-            let raw = std::fs::read(entry.path().join("cmdline")).ok()?;
-            let line = String::from_utf8_lossy(&raw).replace('\0', " ");
-            (line.contains(&needle) && line.contains(" node ")).then_some(line)
-        })
-        .collect()
+    running::processes_using(path, "node")
 }
 
 #[test]
