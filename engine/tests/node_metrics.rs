@@ -60,6 +60,11 @@ async fn prometheus_listener() {
         "{}",
         response[0]
     );
+    assert!(
+        response[0].contains("barge_followers_went_back_total{node=\"1\"} 0"),
+        "{}",
+        response[0]
+    );
     for other in &response[1..] {
         assert!(other.starts_with("HTTP/1.1 404"), "{other}");
     }

@@ -110,6 +110,9 @@ pub struct Metrics {
     pub elections_started: u64,
     /// Pre-vote rounds this node started.
     pub pre_votes_started: u64,
+    /// Times, as leader, this node saw a follower's log go back (the
+    /// follower cut a damaged log and is refetching; see `core::repair`).
+    pub followers_went_back: u64,
     /// Entries appended but not committed (leader view).
     pub uncommitted_entries: u64,
     /// Bytes appended but not committed (leader view).
@@ -176,6 +179,7 @@ impl Metrics {
             leader_changes: 0,
             elections_started: 0,
             pre_votes_started: 0,
+            followers_went_back: 0,
             uncommitted_entries: 0,
             uncommitted_bytes: 0,
             commit_index: LogIndex(0),
@@ -301,6 +305,12 @@ impl Metrics {
             "Last log index.",
             "gauge",
             self.last_log_index.0 as f64,
+        );
+        gauge(
+            "followers_went_back_total",
+            "Times, as leader, this node saw a follower's log go back.",
+            "counter",
+            self.followers_went_back as f64,
         );
         gauge(
             "proposals_committed_total",

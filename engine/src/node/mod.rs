@@ -274,6 +274,7 @@ impl Shared {
             leader_changes: core_metrics.leader_changes,
             elections_started: core_metrics.elections_started,
             pre_votes_started: core_metrics.pre_votes_started,
+            followers_went_back: core_metrics.followers_went_back,
             uncommitted_entries: core_metrics.uncommitted_entries,
             uncommitted_bytes: core_metrics.uncommitted_bytes,
             commit_index: core.commit_index(),
@@ -777,6 +778,15 @@ impl Drop for Node {
     }
 }
 
+/// The version a node announces in the transport's ALPN and handshake: the
+/// transport's own protocol version in the high byte and the engine's wire
+/// version in the low one. The handshake refuses a peer announcing another
+/// version, so a change of either keeps nodes of two builds apart (wire
+/// version 2 changed append answers in a way a version-1 decoder cannot
+/// tell, see [`crate::wire::WIRE_VERSION`]).
+const ANNOUNCED_VERSION: u16 = (barge_net::PROTOCOL_VERSION << 8) | crate::wire::WIRE_VERSION;
+const _: () = assert!(barge_net::PROTOCOL_VERSION < 256 && crate::wire::WIRE_VERSION < 256);
+
 fn transport_config(config: &NodeConfig) -> barge_net::Config {
     let peers: BTreeMap<PeerId, std::net::SocketAddr> = config
         .peers
@@ -790,6 +800,7 @@ fn transport_config(config: &NodeConfig) -> barge_net::Config {
         peers,
         config.identity.clone(),
     );
+    transport.protocol_version = ANNOUNCED_VERSION;
     // One append message holds up to append_bytes_max of batches plus one
     // more batch (the bound is soft), and a header.
     let frame = config.raft.append_bytes_max

@@ -71,8 +71,9 @@ use header::{BatchHeader, BodyHeader, Header};
 ///   archive keeps its size (an archived enum is as large as its largest
 ///   variant, the snapshot chunk's), so this decoder cannot tell a
 ///   version-1 append answer from a version-2 one: nodes of both versions
-///   must not share a cluster, and versions are compared where the
-///   transport's handshake compares them.
+///   must not share a cluster: a node announces this version (with the
+///   transport's) in the transport handshake, which refuses a peer that
+///   announces another.
 pub const WIRE_VERSION: u16 = 2;
 
 const LENGTH_PREFIX_BYTES: usize = 4;
