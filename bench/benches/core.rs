@@ -129,7 +129,7 @@ impl Cluster {
                         .expect("applied what was handed out");
                     self.applied[slot] = LogId::new(term, last);
                 }
-                Action::RequestSnapshot { .. } => {
+                Action::RequestSnapshot => {
                     // The state machine here holds nothing worth restoring.
                     // Cannot fail: the point is an applied entry of this log.
                     node.handle_snapshot_created(self.applied[slot], Bytes::new())

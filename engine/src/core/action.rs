@@ -81,13 +81,14 @@ pub enum Action {
         leader_hint: Option<NodeId>,
     },
     /// The log after the last snapshot exceeds its thresholds: take a
-    /// snapshot of the state machine at some applied index and report it
-    /// with [`super::Raft::handle_snapshot_created`]. Asked once until
-    /// answered.
-    RequestSnapshot {
-        /// The applied index when asked.
-        applied: LogIndex,
-    },
+    /// snapshot of the state machine and report it with
+    /// [`super::Raft::handle_snapshot_created`] at the index the state
+    /// machine has applied *when the snapshot is taken*. (This carries no
+    /// index on purpose: `Apply` actions polled after it may have moved the
+    /// state machine on, and a snapshot labelled with an earlier index than
+    /// its contents would have those entries applied twice after a restore.)
+    /// Asked once until answered.
+    RequestSnapshot,
     /// A leader's snapshot has arrived in full: restore the state machine
     /// from it (after applying every `Apply` polled before this action) and
     /// make it durable together with the log change it implies: if the log

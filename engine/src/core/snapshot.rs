@@ -32,9 +32,7 @@ impl Raft {
             self.log.bytes() >= self.config.snapshot_log_bytes_threshold && entries > 0;
         if over_entries || over_bytes {
             self.snapshot_requested = true;
-            self.actions.push_back(Action::RequestSnapshot {
-                applied: self.applied,
-            });
+            self.actions.push_back(Action::RequestSnapshot);
         }
     }
 

@@ -649,7 +649,7 @@ impl Driver {
                         }
                     }
                 }
-                Action::RequestSnapshot { applied } => self.take_snapshot(applied)?,
+                Action::RequestSnapshot => self.take_snapshot()?,
                 Action::InstallSnapshot {
                     snapshot,
                     keep_suffix,
@@ -818,18 +818,24 @@ impl Driver {
             && self.ticks >= self.snapshot_retry_tick
         {
             self.snapshot_wanted = false;
-            // Between iterations the state machine has applied exactly the
-            // core's applied index.
-            self.take_snapshot(self.core.applied_index())?;
+            self.take_snapshot()?;
         }
         Ok(())
     }
 
-    /// Asks the state machine for a snapshot at `applied` (its current
-    /// state), gives it to the core, and hands the file write and the
-    /// compaction after it to the `barge-snapshot` thread. While a previous
-    /// job runs, the request waits for it instead.
-    fn take_snapshot(&mut self, applied: LogIndex) -> Result<(), NodeError> {
+    /// Asks the state machine for a snapshot of its current state, gives it
+    /// to the core, and hands the file write and the compaction after it to
+    /// the `barge-snapshot` thread. While a previous job runs, the request
+    /// waits for it instead.
+    ///
+    /// The snapshot is labelled with the core's applied index *now*, which
+    /// is exactly what the state machine holds: every `Apply` is followed at
+    /// once by `handle_applied`. (It once used the index the core had when it
+    /// asked; `Apply` actions polled after the request had moved the state
+    /// machine past it, so a restore re-applied those entries — caught by the
+    /// chaos tool's log hashes.)
+    fn take_snapshot(&mut self) -> Result<(), NodeError> {
+        let applied = self.core.applied_index();
         if self.snapshots.is_busy() {
             self.snapshot_wanted = true;
             return Ok(());

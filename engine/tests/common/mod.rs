@@ -322,7 +322,7 @@ impl Cluster {
                         .extend(reads.into_iter().map(|r| (r, index)));
                 }
                 Action::RejectReads { reads, .. } => node.rejected_reads.extend(reads),
-                Action::RequestSnapshot { .. } => {
+                Action::RequestSnapshot => {
                     node.snapshot_requests += 1;
                     if node.auto_snapshot {
                         let index = node.applied_index;

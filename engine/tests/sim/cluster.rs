@@ -527,7 +527,7 @@ impl Cluster {
                     }
                 }
             }
-            Action::RequestSnapshot { .. } => self.create_snapshot(slot)?,
+            Action::RequestSnapshot => self.create_snapshot(slot)?,
             Action::InstallSnapshot { snapshot, .. } => {
                 let state = StateMachine::restore(&snapshot.data)
                     .map_err(|error| format!("{id} received a damaged snapshot: {error}"))?;
