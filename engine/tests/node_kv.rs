@@ -543,7 +543,12 @@ fn kv_three_processes() {
         .position(|arg| arg == "--data-dir")
         .expect("flag");
     args[position + 1] = dir.path().join("wiped").to_string_lossy().into_owned();
-    args.extend(["--start".to_owned(), "existing".to_owned()]);
+    // Node 3 may carry `--start existing` already (if it was the restarted
+    // leader); a flag given twice is a usage error.
+    match args.iter().position(|arg| arg == "--start") {
+        Some(position) => args[position + 1] = "existing".to_owned(),
+        None => args.extend(["--start".to_owned(), "existing".to_owned()]),
+    }
     let (code, stderr) = run_to_exit(&args);
     assert_eq!(code, Some(3), "{stderr}");
     assert!(stderr.contains("holds no node state"), "{stderr}");

@@ -306,10 +306,27 @@ impl Cluster {
     /// # Cancel safety
     /// Cancel-safe.
     pub async fn wait_for_leader(&self, timeout: Duration) -> Result<u64> {
+        Ok(self.statuses_with_leader(timeout).await?.1)
+    }
+
+    /// Waits (bounded) for a round of statuses in which some node leads
+    /// (leadership may be unknown for a moment, during an election or a
+    /// configuration change), and returns it with the leader.
+    ///
+    /// # Errors
+    /// No leader within `timeout`.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe.
+    pub async fn statuses_with_leader(
+        &self,
+        timeout: Duration,
+    ) -> Result<(BTreeMap<u64, Status>, u64)> {
         let deadline = Instant::now() + timeout;
         loop {
-            if let Some(leader) = self.leader().await {
-                return Ok(leader);
+            let statuses = self.statuses().await;
+            if let Some(leader) = leader_of(&statuses) {
+                return Ok((statuses, leader));
             }
             if Instant::now() >= deadline {
                 bail!("no leader within {timeout:?}");

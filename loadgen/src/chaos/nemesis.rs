@@ -387,9 +387,7 @@ impl<'a> Nemesis<'a> {
 
     /// The voters the leader reports.
     async fn voters(&self) -> Result<Vec<u64>> {
-        self.cluster.wait_for_leader(COMMAND_TIMEOUT).await?;
-        let statuses = self.cluster.statuses().await;
-        let leader = leader_of(&statuses).context("no leader")?;
+        let (statuses, leader) = self.cluster.statuses_with_leader(COMMAND_TIMEOUT).await?;
         Ok(statuses[&leader].voters.clone())
     }
 
@@ -456,8 +454,9 @@ impl<'a> Nemesis<'a> {
     /// Waits (bounded) until node `id` applied what the leader had
     /// committed when the wait began.
     async fn wait_caught_up(&mut self, id: u64) -> Result<()> {
-        let statuses = self.cluster.statuses().await;
-        let leader = leader_of(&statuses).context("no leader")?;
+        // Right after a configuration change leadership may be unknown for
+        // a moment: wait for a leader rather than fail the fault.
+        let (statuses, leader) = self.cluster.statuses_with_leader(COMMAND_TIMEOUT).await?;
         let target = statuses[&leader].commit;
         let deadline = Instant::now() + CATCH_UP_TIMEOUT;
         loop {
