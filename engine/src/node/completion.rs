@@ -40,12 +40,6 @@ use super::error::NodeError;
 /// gains nothing from the extra task hop, and would pay its latency.
 pub(crate) const GROUP_ANSWERS_MIN: usize = 4;
 
-/// How a proposal's caller wants its answer.
-pub(crate) enum Responder {
-    One(oneshot::Sender<Result<Bytes, NodeError>>),
-    Many(oneshot::Sender<Result<Vec<Bytes>, NodeError>>),
-}
-
 /// A decided answer, not yet sent.
 pub(crate) enum Answer {
     One(
@@ -59,13 +53,6 @@ pub(crate) enum Answer {
 }
 
 impl Answer {
-    pub(crate) fn failure(responder: Responder, error: NodeError) -> Answer {
-        match responder {
-            Responder::One(sender) => Answer::One(sender, Err(error)),
-            Responder::Many(sender) => Answer::Many(sender, Err(error)),
-        }
-    }
-
     /// Sends it; a caller that stopped waiting is no error.
     pub(crate) fn send(self) {
         match self {

@@ -20,7 +20,7 @@ use bytes::Bytes;
 use crossbeam_channel::Receiver;
 use tokio::sync::{mpsc, oneshot, Notify};
 
-use super::completion::{Answer, Completions, Outbox, Responder, Route};
+use super::completion::{Answer, Completions, Outbox, Route};
 use super::error::NodeError;
 use super::snapshots::SnapshotWorker;
 use super::state_machine::StateMachine;
@@ -63,8 +63,8 @@ struct ProposalWaiter {
 impl ProposalResponder {
     fn failure(self, error: NodeError) -> (Route, Answer) {
         let answer = match self.reply {
-            Reply::One(sender) => Answer::failure(Responder::One(sender), error),
-            Reply::Many(sender, _) => Answer::failure(Responder::Many(sender), error),
+            Reply::One(sender) => Answer::One(sender, Err(error)),
+            Reply::Many(sender, _) => Answer::Many(sender, Err(error)),
         };
         (self.route, answer)
     }
